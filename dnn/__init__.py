@@ -1,0 +1,1 @@
+"""PyTorch layers that run on exact or approximate arithmetic: AdderNet and approximate-multiplier layers."""

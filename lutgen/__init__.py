@@ -1,0 +1,1 @@
+"""Lookup tables, error metrics, gradient LUTs and their file formats."""

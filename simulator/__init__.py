@@ -1,0 +1,1 @@
+"""Bit-parallel exhaustive, streaming and random-pattern simulation of combinational netlists."""
