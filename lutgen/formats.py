@@ -470,6 +470,8 @@ def load_lut(path):
         raise AxnetError("is a directory, not a LUT file", path=path)
     if p.stat().st_size == 0:
         raise AxnetError("empty file", path=path)
+    if p.suffix.lower() in (".blif", ".pla"):
+        raise AxnetError("this is a circuit, not a LUT: make its LUT with `axnet simulate` first", path=path)
     reader = READERS.get(p.suffix.lower()) or sniff_reader(p)
     return reader(path)
 
