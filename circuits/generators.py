@@ -127,10 +127,6 @@ def _cell_netlist(cell):
     """The cell as a 3-input 2-output Netlist (inputs a b cin, outputs s cout), from anything the library takes."""
     from circuits import library  # imported here: the library reads BLIF files, which the generators do not need
 
-    if isinstance(cell, Netlist):
-        return cell
-    if isinstance(cell, str) and cell.lower() in library.cell_names():
-        return library.load_cell(cell.lower())
     return library.cell_netlist(cell)
 
 
