@@ -219,7 +219,7 @@ def build_circuit_lut(circuit, operands, signed, top, undriven):
     widths = parse_operands_option(operands)
     with progress_bar(f"simulating {netlist.name}", total=1 << len(netlist.inputs), unit="pattern") as bar:
         return build_lut(netlist, widths=widths, signed=signed, sha256=file_sha256(circuit),
-                         progress=lambda done: bar.update(done - bar.n))
+                         progress=bar.update)
 
 
 @main.command("simulate")
@@ -287,7 +287,7 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, top, undrive
             from lutgen.lut import build_lut
             with progress_bar(f"simulating {netlist.name}", total=1 << len(netlist.inputs), unit="pattern") as bar:
                 lut = build_lut(netlist, widths=parse_operands_option(operands), signed=signed,
-                                progress=lambda done: bar.update(done - bar.n))
+                                progress=bar.update)
             from lutgen.metrics import error_metrics
             result, mode = error_metrics(lut, reference), "exhaustive"
         else:
@@ -295,7 +295,7 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, top, undrive
             total = samples or (1 << len(netlist.inputs))
             with progress_bar(f"measuring {netlist.name}", total=total, unit="pattern") as bar:
                 result = stream_metrics(netlist, ops, reference, signed=signed,
-                                        progress=lambda done: bar.update(done - bar.n), samples=samples, seed=seed)
+                                        progress=bar.update, samples=samples, seed=seed)
             mode = f"{samples} random samples (seed {seed})" if samples else "exhaustive, streamed"
         name = netlist.name
     else:
