@@ -1,1 +1,3 @@
 """PyTorch layers that run on exact or approximate arithmetic: AdderNet and approximate-multiplier layers."""
+from dnn.adder2d import Adder2d, adaptive_lr_scale_
+from dnn.adder_linear import AdderLinear

@@ -1,0 +1,42 @@
+"""AdderNet fully connected layer: `y[o] = -sum_i |x[i] - w[o, i]|`, the 1x1 case of Adder2d."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dnn.adder2d import _rename_official_keys, adder_forward
+from dnn.adder_ops import Geometry
+
+_POINT = Geometry((1, 1))
+
+
+class AdderLinear(nn.Module):
+    """Drop-in replacement for nn.Linear with the AdderNet operation; `arith` and `scale` as in Adder2d."""
+
+    def __init__(self, in_features, out_features, bias=False, arith=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * bound)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.arith = arith
+        self.register_buffer("scale", None)
+        self._register_load_state_dict_pre_hook(self._load_hook)
+
+    def _load_hook(self, state_dict, prefix, *args):
+        _rename_official_keys(self, state_dict, prefix)
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        flat = x.reshape(-1, self.in_features, 1, 1)
+        weight = self.weight.view(self.out_features, self.in_features, 1, 1)
+        y = adder_forward(flat, weight, _POINT, self.arith, self.scale).reshape(*lead, self.out_features)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def extra_repr(self):
+        text = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        if self.arith is not None:
+            text += f", arith={self.arith.describe()}"
+        return text

@@ -1,0 +1,210 @@
+"""The arithmetic kernels behind the AdderNet layers, written once for every back-end.
+
+Everything is phrased as a 2-D "convolution" over an input (N, C, H, W) and weights (O, C, kh, kw); a linear layer is
+the 1x1 case. Each kernel has a plain-torch version that runs on any device (CPU or CUDA) and, on CPU, a compiled
+OpenMP version from `dnn.native_kernels` when it is available. The torch versions are also the slow references the
+tests compare the compiled ones against.
+
+Kernels (K = C*kh*kw patch taps, L = output pixels, V = values an activation index can take):
+- `l1_forward`:    Y[n,o,p]  = -sum_k |X[n,k,p] - W[o,k]|                       (exact AdderNet forward)
+- `l1_input_grad`: GX[n,k,p] = sum_o G[n,o,p] * clamp(W[o,k] - X[n,k,p], -1, 1)  (the authors' HardTanh backward)
+- `l1_weight_grad`: GW[o,k]  = sum_{n,p} G[n,o,p] * (X[n,k,p] - W[o,k])           (full-precision backward, a GEMM)
+- `table_forward`: Y[n,o,p]  = sum_k T[k, I[n,k,p], o]                           (weights folded into tables)
+- `table_input_grad`: GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o]
+- `table_scatter`: H[k,v,o]  = sum_{n,p : I[n,k,p] = v} G[n,o,p]                 (gradient into the tables)
+X and I are never unfolded by the compiled kernels; the torch versions unfold in chunks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dnn import native_kernels
+
+CHUNK_ELEMENTS = 1 << 24  # temporaries of the torch paths stay below ~64 MB of float32
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Convolution geometry: kernel size, stride, padding and dilation, each a (height, width) pair."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def output_size(self, h, w):
+        """(Ho, Wo) of the output for an (h, w) input."""
+        sizes = []
+        for size, k, s, p, d in zip((h, w), self.kernel, self.stride, self.padding, self.dilation):
+            sizes.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+        return tuple(sizes)
+
+    def unfold(self, x):
+        """im2col: (N, C, H, W) -> (N, C*kh*kw, L). Zero padding gives zero taps."""
+        return F.unfold(x, self.kernel, dilation=self.dilation, padding=self.padding, stride=self.stride)
+
+    def fold(self, cols, h, w):
+        """Sum the columns back onto an (h, w) image: the adjoint of `unfold`."""
+        return F.fold(cols, (h, w), self.kernel, dilation=self.dilation, padding=self.padding, stride=self.stride)
+
+
+def _use_native(*tensors):
+    """True when every tensor is on the CPU and the compiled kernels loaded."""
+    return all(t.device.type == "cpu" for t in tensors) and native_kernels.available()
+
+
+def _chunk(total, per_item):
+    """How many items of `per_item` elements fit in one temporary of CHUNK_ELEMENTS."""
+    return max(1, min(total, CHUNK_ELEMENTS // max(1, per_item)))
+
+
+# -- exact float kernels ---------------------------------------------------------------------------------------------
+def l1_forward(x, weight, geom, native=None):
+    """Y = -sum_k |X_col - W| as (N, O, Ho, Wo), in the dtype of x; never builds the (N, O, K, L) difference."""
+    if native is None:
+        native = _use_native(x, weight) and x.dtype == torch.float32
+    if native:
+        return native_kernels.l1_forward(x, weight, geom)
+    return l1_forward_torch(x, weight, geom)
+
+
+def l1_forward_torch(x, weight, geom):
+    """Torch version: cdist with p=1 between unfolded patches and filters, chunked over the batch."""
+    n, _, h, w = x.shape
+    o = weight.shape[0]
+    ho, wo = geom.output_size(h, w)
+    filters = weight.reshape(o, -1)
+    out = x.new_empty(n, ho * wo, o)
+    k = filters.shape[1]
+    step = _chunk(n, k * ho * wo)
+    for start in range(0, n, step):
+        cols = geom.unfold(x[start:start + step]).transpose(1, 2)
+        out[start:start + step] = torch.cdist(cols, filters.unsqueeze(0).expand(cols.shape[0], o, k), p=1)
+    return -out.transpose(1, 2).reshape(n, o, ho, wo)
+
+
+def l1_input_grad(x, weight, grad_out, geom, native=None):
+    """GX = sum_o G * clamp(W - X, -1, 1) folded back onto the input, shaped like x."""
+    if native is None:
+        native = _use_native(x, weight, grad_out) and x.dtype == torch.float32
+    if native:
+        return native_kernels.l1_input_grad(x, weight, grad_out.contiguous(), geom)
+    return l1_input_grad_torch(x, weight, grad_out, geom)
+
+
+def l1_input_grad_torch(x, weight, grad_out, geom):
+    """Torch version, chunked over the batch and the patch taps."""
+    n, _, h, w = x.shape
+    o = weight.shape[0]
+    filters = weight.reshape(o, -1)
+    k = filters.shape[1]
+    g = grad_out.reshape(n, o, -1)
+    length = g.shape[2]
+    grad_cols = x.new_empty(n, k, length)
+    k_step = _chunk(k, o * length)
+    n_step = _chunk(n, o * length * k_step)
+    for start in range(0, n, n_step):
+        cols = geom.unfold(x[start:start + n_step])
+        gs = g[start:start + n_step]
+        for k0 in range(0, k, k_step):
+            diff = filters[None, :, k0:k0 + k_step, None] - cols[:, None, k0:k0 + k_step, :]
+            grad_cols[start:start + n_step, k0:k0 + k_step] = torch.einsum("nokl,nol->nkl", diff.clamp_(-1, 1), gs)
+    return geom.fold(grad_cols, h, w)
+
+
+def l1_weight_grad(x, weight, grad_out, geom):
+    """GW = G @ X_col^T - W * rowsum(G): the full-precision weight gradient as one convolution-weight GEMM."""
+    correlation = torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride=geom.stride, padding=geom.padding,
+                                              dilation=geom.dilation)
+    return correlation - weight * grad_out.sum(dim=(0, 2, 3)).view(-1, 1, 1, 1)
+
+
+# -- table kernels (weights folded into per-tap tables) --------------------------------------------------------------
+def table_forward(index, table, geom, pad_index, native=None):
+    """Y[n,o,p] = sum_k T[k, I[n,k,p], o] as (N, O, Ho, Wo).
+
+    `index` (N, C, H, W) int holds each activation's row in the tables (0..V-1); padding taps read row `pad_index`.
+    `table` is (K, V, O) float.
+    """
+    if native is None:
+        native = _use_native(index, table) and table.dtype == torch.float32
+    if native:
+        return native_kernels.table_forward(index, table, geom, pad_index)
+    return table_forward_torch(index, table, geom, pad_index)
+
+
+def _unfold_index(index, geom, pad_index):
+    """im2col of an integer index image, padding taps set to `pad_index`: (N, K, L) int64."""
+    shifted = (index.to(torch.float64) - pad_index)  # zero padding then maps back to pad_index
+    cols = geom.unfold(shifted)
+    return cols.round_().to(torch.int64) + pad_index
+
+
+def table_forward_torch(index, table, geom, pad_index):
+    """Torch version: embedding_bag sums table rows, chunked over the batch."""
+    n, _, h, w = index.shape
+    k, v, o = table.shape
+    ho, wo = geom.output_size(h, w)
+    flat = table.reshape(k * v, o)
+    offsets = (torch.arange(k, device=index.device) * v).view(1, k, 1)
+    out = table.new_empty(n, ho * wo, o)
+    step = _chunk(n, 2 * k * ho * wo)
+    for start in range(0, n, step):
+        rows = (_unfold_index(index[start:start + step], geom, pad_index) + offsets).transpose(1, 2)
+        out[start:start + step] = F.embedding_bag(rows.reshape(-1, k), flat, mode="sum").view(-1, ho * wo, o)
+    return out.transpose(1, 2).reshape(n, o, ho, wo)
+
+
+def table_input_grad(index, table, grad_out, geom, pad_index, native=None):
+    """GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o], folded back onto the input: shaped like `index`, float."""
+    if native is None:
+        native = _use_native(index, table, grad_out) and table.dtype == torch.float32
+    if native:
+        return native_kernels.table_input_grad(index, table, grad_out.contiguous(), geom, pad_index)
+    return table_input_grad_torch(index, table, grad_out, geom, pad_index)
+
+
+def table_input_grad_torch(index, table, grad_out, geom, pad_index):
+    """Torch version: gather the table rows each tap reads and dot them with the output gradient, in chunks."""
+    n, c, h, w = index.shape
+    k, v, o = table.shape
+    g = grad_out.reshape(n, o, -1).transpose(1, 2)  # N, L, O
+    length = g.shape[1]
+    grad_cols = table.new_empty(n, k, length)
+    flat = table.reshape(k * v, o)
+    offsets = (torch.arange(k, device=index.device) * v).view(1, k, 1)
+    step = _chunk(n, k * length * o)
+    for start in range(0, n, step):
+        rows = _unfold_index(index[start:start + step], geom, pad_index) + offsets  # n, K, L
+        gathered = flat[rows]  # n, K, L, O
+        grad_cols[start:start + step] = torch.einsum("nklo,nlo->nkl", gathered, g[start:start + step])
+    return geom.fold(grad_cols, h, w)
+
+
+def table_scatter(index, grad_out, geom, pad_index, values, native=None):
+    """H[k, v, o] = sum of G[n, o, p] over the (n, p) whose tap k reads row v: the gradient into the tables."""
+    if native is None:
+        native = _use_native(index, grad_out) and grad_out.dtype == torch.float32
+    if native:
+        return native_kernels.table_scatter(index, grad_out.contiguous(), geom, pad_index, values)
+    return table_scatter_torch(index, grad_out, geom, pad_index, values)
+
+
+def table_scatter_torch(index, grad_out, geom, pad_index, values):
+    """Torch version: index_add of the output gradient rows into a (K*V, O) table, chunked over the batch."""
+    n, c, h, w = index.shape
+    o = grad_out.shape[1]
+    k = c * geom.kernel[0] * geom.kernel[1]
+    g = grad_out.reshape(n, o, -1).transpose(1, 2)  # N, L, O
+    length = g.shape[1]
+    out = grad_out.new_zeros(k * values, o)
+    offsets = (torch.arange(k, device=index.device) * values).view(1, k, 1)
+    step = _chunk(n, k * length * o)
+    for start in range(0, n, step):
+        rows = _unfold_index(index[start:start + step], geom, pad_index) + offsets  # n, K, L
+        src = g[start:start + step].unsqueeze(1).expand(-1, k, -1, -1)  # n, K, L, O
+        out.index_add_(0, rows.reshape(-1), src.reshape(-1, o))
+    return out.view(k, values, o)

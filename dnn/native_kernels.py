@@ -1,0 +1,398 @@
+"""Compiled OpenMP CPU kernels for the AdderNet layers, built on first use with the system C compiler.
+
+The C source below is compiled once per machine and source version into a shared library cached under
+`$AXNET_CACHE` (default `~/.cache/axnet/kernels`) and called through ctypes, so the build takes about a second and
+needs no torch headers. If no compiler is found, the build fails, or `AXNET_NATIVE=0` is set, `available()` is False
+and `dnn.adder_ops` uses its torch versions instead (which the tests also use as references).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SLACK = 256  # spare elements after each padded image, so 8-lane vectors may read past the end of a row
+
+SOURCE = r"""
+/* Compiled CPU kernels for the AdderNet layers (see dnn/adder_ops.py for the definitions and torch references).
+ *
+ * All images are zero- (or pad-index-) padded by the caller and carry at least SLACK spare elements at the end, so a
+ * kernel may read a full 8-lane vector past the last valid pixel of a row; those lanes are computed and dropped.
+ * Vectors use GCC vector extensions, so the file builds for whatever SIMD width -march=native offers.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <omp.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+
+static inline v8 vload(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline v8 vsplat(float a) { return (v8){a, a, a, a, a, a, a, a}; }
+static inline v8 vabs(v8 v) { return (v8)((vi8)v & 0x7fffffff); }
+static inline v8 vselect(vi8 mask, v8 a, v8 b) { return (v8)(((vi8)a & mask) | ((vi8)b & ~mask)); }
+static inline v8 vclamp1(v8 v) {
+    const v8 one = vsplat(1.0f), neg = vsplat(-1.0f);
+    v = vselect(v > one, one, v);
+    return vselect(v < neg, neg, v);
+}
+static inline v8 vgather(const float *p, int step) {
+    v8 v;
+    for (int t = 0; t < 8; t++) v[t] = p[(long)t * step];
+    return v;
+}
+static inline v8 vrow(const float *p, int step) { return step == 1 ? vload(p) : vgather(p, step); }
+static inline float vsum(v8 v) {
+    float s = 0.0f;
+    for (int t = 0; t < 8; t++) s += v[t];
+    return s;
+}
+
+/* Y[n,o,oh,ow] = -sum_{c,i,j} |xp[n,c,oh*sh+i*dh,ow*sw+j*dw] - w[o,c,i,j]|.
+ * wt holds the filters in blocks of 8: wt[ob][k][b] = w[8*ob+b][k] (zero beyond O). out is (N, O, Ho, Wo). */
+void l1_forward_f32(const float *xp, const float *wt, float *out, int N, int C, int Hp, int Wp, int O, int kh,
+                    int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
+    const long K = (long)C * kh * kw;
+    const int OB = (O + 7) / 8;
+    const long tasks = (long)N * Ho * OB;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < tasks; t++) {
+        const int ob = (int)(t % OB), oh = (int)((t / OB) % Ho), n = (int)(t / ((long)OB * Ho));
+        for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
+            v8 acc[8];
+            for (int b = 0; b < 8; b++) acc[b] = vsplat(0.0f);
+            const float *w = wt + (long)ob * K * 8;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < kh; i++) {
+                    const float *xrow = xp + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                        + (long)ow0 * sw;
+                    for (int j = 0; j < kw; j++, w += 8) {
+                        const v8 x = vrow(xrow + (long)j * dw, sw);
+                        for (int b = 0; b < 8; b++) acc[b] += vabs(x - vsplat(w[b]));
+                    }
+                }
+            const int lanes = Wo - ow0 < 8 ? Wo - ow0 : 8;
+            for (int b = 0; b < 8 && ob * 8 + b < O; b++) {
+                float *dst = out + (((long)n * O + ob * 8 + b) * Ho + oh) * Wo + ow0;
+                for (int l = 0; l < lanes; l++) dst[l] = -acc[b][l];
+            }
+        }
+    }
+}
+
+/* gxp[n,c,h,w] += sum over the (o, oh, ow, i, j) reading that pixel of g[n,o,oh,ow] * clamp(w[o,c,i,j] - x, -1, 1).
+ * wk is the weight transposed to (K, O); g is (N, O, Ho, Wo) with slack; gxp is zeroed (N, C, Hp, Wp). */
+void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *gxp, int N, int C, int Hp, int Wp,
+                       int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
+    const long tasks = (long)N * C;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < tasks; t++) {
+        const int n = (int)(t / C), c = (int)(t % C);
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const float *wrow = wk + (((long)c * kh + i) * kw + j) * O;
+                for (int oh = 0; oh < Ho; oh++) {
+                    const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp + (long)j * dw;
+                    for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
+                        const v8 x = vrow(xp + base + (long)ow0 * sw, sw);
+                        v8 s = vsplat(0.0f);
+                        const float *gp = g + ((long)n * O * Ho + oh) * Wo + ow0;
+                        for (int o = 0; o < O; o++, gp += (long)Ho * Wo)
+                            s += vload(gp) * vclamp1(vsplat(wrow[o]) - x);
+                        const int lanes = Wo - ow0 < 8 ? Wo - ow0 : 8;
+                        float *dst = gxp + base + (long)ow0 * sw;
+                        for (int l = 0; l < lanes; l++) dst[(long)l * sw] += s[l];
+                    }
+                }
+            }
+    }
+}
+
+/* out[n,oh,ow,o] = sum_{c,i,j} tab[k, ip[n,c,oh*sh+i*dh,ow*sw+j*dw], o] with k = (c*kh+i)*kw+j.
+ * tab is (K, V, Op) with Op a multiple of 8; out is (N, Ho, Wo, Op). */
+void table_forward_f32(const int32_t *ip, const float *tab, float *out, int N, int C, int Hp, int Wp, int V, int Op,
+                       int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
+    const long tasks = (long)N * Ho;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < tasks; t++) {
+        const int n = (int)(t / Ho), oh = (int)(t % Ho);
+        for (int ow = 0; ow < Wo; ow++)
+            for (int o0 = 0; o0 < Op; o0 += 64) {
+                const int nv = (Op - o0 < 64 ? Op - o0 : 64) / 8;
+                v8 acc[8];
+                for (int q = 0; q < 8; q++) acc[q] = vsplat(0.0f);
+                long k = 0;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < kh; i++) {
+                        const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                              + (long)ow * sw;
+                        for (int j = 0; j < kw; j++, k++) {
+                            const float *row = tab + (k * V + irow[(long)j * dw]) * Op + o0;
+                            for (int q = 0; q < nv; q++) acc[q] += vload(row + 8 * q);
+                        }
+                    }
+                float *dst = out + (((long)n * Ho + oh) * Wo + ow) * Op + o0;
+                for (int q = 0; q < nv; q++) vstore(dst + 8 * q, acc[q]);
+            }
+    }
+}
+
+/* gxp[n,c,h,w] += sum over the (oh, ow, i, j) reading that pixel of dot(gt[n,oh,ow,:], btab[k, ip[...], :]).
+ * btab is (K, V, Op); gt is (N, Ho, Wo, Op); gxp is zeroed (N, C, Hp, Wp). */
+void table_input_grad_f32(const int32_t *ip, const float *btab, const float *gt, float *gxp, int N, int C, int Hp,
+                          int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
+                          int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int oh = 0; oh < Ho; oh++)
+            for (int ow = 0; ow < Wo; ow++) {
+                const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
+                long k = 0;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < kh; i++) {
+                        const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                          + (long)ow * sw;
+                        for (int j = 0; j < kw; j++, k++) {
+                            const long pos = base + (long)j * dw;
+                            const float *row = btab + (k * V + ip[pos]) * Op;
+                            v8 s = vsplat(0.0f);
+                            for (int q = 0; q < Op; q += 8) s += vload(gv + q) * vload(row + q);
+                            gxp[pos] += vsum(s);
+                        }
+                    }
+            }
+}
+
+/* hbuf[thread][k, v, :] += gt[n,oh,ow,:] for every tap k of every output pixel reading row v; the caller sums
+ * the per-thread tables. hbuf is zeroed (threads, K, V, Op). */
+void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, int C, int Hp, int Wp, int V, int Op,
+                       int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
+    const long table = (long)C * kh * kw * V * Op;
+#pragma omp parallel num_threads(threads)
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *h = hbuf + tid * table;
+        for (int n = tid; n < N; n += nt)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
+                    long k = 0;
+                    for (int c = 0; c < C; c++)
+                        for (int i = 0; i < kh; i++) {
+                            const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                                  + (long)ow * sw;
+                            for (int j = 0; j < kw; j++, k++) {
+                                float *row = h + (k * V + irow[(long)j * dw]) * Op;
+                                for (int q = 0; q < Op; q += 8) vstore(row + q, vload(row + q) + vload(gv + q));
+                            }
+                        }
+                }
+    }
+}
+"""
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
+_STATE = {"lib": None, "error": None, "tried": False}
+
+
+def _cpu_signature():
+    """A short description of this CPU, so a cache shared between machines never loads a foreign -march build."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    import platform
+    return platform.processor() + platform.machine()
+
+
+def _cache_dir():
+    return Path(os.environ.get("AXNET_CACHE", Path.home() / ".cache" / "axnet")) / "kernels"
+
+
+def _build(target):
+    """Compile SOURCE into `target` atomically (a temporary file renamed into place)."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (gcc or cc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "adder_kernels.c"
+        src.write_text(SOURCE)
+        out = Path(tmp) / target.name
+        result = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True,
+                                timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
+        os.replace(out, target)
+
+
+def load():
+    """The ctypes library, building it on first use; None when it cannot be had (the reason is in `error()`)."""
+    if _STATE["tried"]:
+        return _STATE["lib"]
+    _STATE["tried"] = True
+    if os.environ.get("AXNET_NATIVE", "1") == "0":
+        _STATE["error"] = "disabled by AXNET_NATIVE=0"
+        return None
+    key = hashlib.sha256((SOURCE + " ".join(_FLAGS) + _cpu_signature()).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"adder_kernels_{key}.so"
+    try:
+        if not target.exists():
+            _build(target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        _STATE["error"] = str(exc)
+        return None
+    for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_input_grad_f32",
+                 "table_scatter_f32"):
+        getattr(lib, name).restype = None
+    _STATE["lib"] = lib
+    return lib
+
+
+def available():
+    """True when the compiled kernels are loaded (or could be built now)."""
+    return load() is not None
+
+
+def error():
+    """Why the compiled kernels are not available, or None."""
+    load()
+    return _STATE["error"]
+
+
+def _ptr(t):
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _ints(*values):
+    return [ctypes.c_int(int(v)) for v in values]
+
+
+def _padded(x, geom, fill, dtype):
+    """Copy x (N, C, H, W) into a fresh buffer padded by geom.padding with `fill`, plus SLACK spare elements."""
+    n, c, h, w = x.shape
+    ph, pw = geom.padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    flat = torch.full((n * c * hp * wp + SLACK,), fill, dtype=dtype)
+    image = flat[: n * c * hp * wp].view(n, c, hp, wp)
+    image[:, :, ph:ph + h, pw:pw + w] = x
+    return flat, image
+
+
+def _geometry_args(geom, ho, wo):
+    return _ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo)
+
+
+def _with_slack(t):
+    """A contiguous copy of t followed by SLACK zeros (returned flat, and as a view shaped like t)."""
+    flat = torch.zeros(t.numel() + SLACK, dtype=t.dtype)
+    flat[: t.numel()] = t.reshape(-1)
+    return flat
+
+
+def l1_forward(x, weight, geom):
+    """Compiled exact forward: -sum |x - w| over each padded patch, (N, O, Ho, Wo) float32."""
+    lib = load()
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    ho, wo = geom.output_size(h, w)
+    flat, image = _padded(x, geom, 0.0, torch.float32)
+    blocks = (o + 7) // 8
+    wt = torch.zeros(blocks * 8, weight[0].numel(), dtype=torch.float32)
+    wt[:o] = weight.reshape(o, -1)
+    wt = wt.view(blocks, 8, -1).transpose(1, 2).contiguous()
+    out = torch.empty(n, o, ho, wo, dtype=torch.float32)
+    lib.l1_forward_f32(_ptr(flat), _ptr(wt), _ptr(out), *_ints(n, c, image.shape[2], image.shape[3], o),
+                       *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
+    return out
+
+
+def l1_input_grad(x, weight, grad_out, geom):
+    """Compiled HardTanh input gradient, shaped like x."""
+    lib = load()
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    ho, wo = geom.output_size(h, w)
+    flat, image = _padded(x, geom, 0.0, torch.float32)
+    wk = weight.reshape(o, -1).t().contiguous()
+    g = _with_slack(grad_out.float())
+    grad = torch.zeros(flat.numel(), dtype=torch.float32)
+    lib.l1_input_grad_f32(_ptr(flat), _ptr(wk), _ptr(g), _ptr(grad), *_ints(n, c, image.shape[2], image.shape[3], o),
+                          *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
+    ph, pw = geom.padding
+    return grad[: image.numel()].view(image.shape)[:, :, ph:ph + h, pw:pw + w].contiguous()
+
+
+def _padded_table(table):
+    """(K, V, O) -> (K, V, Op) float32 with Op the next multiple of 8 (zero columns)."""
+    k, v, o = table.shape
+    width = (o + 7) // 8 * 8
+    if width == o and table.dtype == torch.float32 and table.is_contiguous():
+        return table
+    return F.pad(table.float(), (0, width - o)).contiguous()
+
+
+def _grad_rows(grad_out, width):
+    """(N, O, Ho, Wo) -> (N, Ho, Wo, Op) float32 with zero columns up to Op."""
+    return F.pad(grad_out.float().permute(0, 2, 3, 1), (0, width - grad_out.shape[1])).contiguous()
+
+
+def table_forward(index, table, geom, pad_index):
+    """Compiled table forward: sum of table rows, (N, O, Ho, Wo) float32."""
+    lib = load()
+    n, c, h, w = index.shape
+    k, v, o = table.shape
+    ho, wo = geom.output_size(h, w)
+    flat, image = _padded(index, geom, pad_index, torch.int32)
+    tab = _padded_table(table)
+    width = tab.shape[2]
+    out = torch.empty(n, ho, wo, width, dtype=torch.float32)
+    lib.table_forward_f32(_ptr(flat), _ptr(tab), _ptr(out), *_ints(n, c, image.shape[2], image.shape[3], v, width),
+                          *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
+    return out[..., :o].permute(0, 3, 1, 2)
+
+
+def table_input_grad(index, table, grad_out, geom, pad_index):
+    """Compiled table input gradient, shaped like index, float32."""
+    lib = load()
+    n, c, h, w = index.shape
+    k, v, o = table.shape
+    ho, wo = geom.output_size(h, w)
+    flat, image = _padded(index, geom, pad_index, torch.int32)
+    tab = _padded_table(table)
+    width = tab.shape[2]
+    g = _grad_rows(grad_out, width)
+    grad = torch.zeros(flat.numel(), dtype=torch.float32)
+    lib.table_input_grad_f32(_ptr(flat), _ptr(tab), _ptr(g), _ptr(grad),
+                             *_ints(n, c, image.shape[2], image.shape[3], v, width),
+                             *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
+    ph, pw = geom.padding
+    return grad[: image.numel()].view(image.shape)[:, :, ph:ph + h, pw:pw + w].contiguous()
+
+
+def table_scatter(index, grad_out, geom, pad_index, values):
+    """Compiled scatter of the output gradient into (K, V, O) tables."""
+    lib = load()
+    n, c, h, w = index.shape
+    o = grad_out.shape[1]
+    ho, wo = geom.output_size(h, w)
+    k = c * geom.kernel[0] * geom.kernel[1]
+    flat, image = _padded(index, geom, pad_index, torch.int32)
+    width = (o + 7) // 8 * 8
+    g = _grad_rows(grad_out, width)
+    threads = max(1, min(torch.get_num_threads(), n))
+    hbuf = torch.zeros(threads, k, values, width, dtype=torch.float32)
+    lib.table_scatter_f32(_ptr(flat), _ptr(g), _ptr(hbuf), *_ints(n, c, image.shape[2], image.shape[3], values, width),
+                          *_geometry_args(geom, ho, wo), ctypes.c_int(threads))
+    return hbuf.sum(0)[..., :o]
