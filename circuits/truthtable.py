@@ -45,6 +45,9 @@ def espresso_cover(n_inputs, rows):
     from pyeda.boolalg.espresso import DTYPE, FTYPE, RTYPE, espresso, set_config
 
     n_outputs = len(rows[0]) if rows else 0
+    if n_inputs == 0:  # espresso needs at least one input; the single row is its own cover
+        ones = tuple(int(v == 1) for v in rows[0])
+        return [("", ones)] if any(ones) else []
     code = {0: 0, 1: 1, "-": 2}
     cover = set()
     for r, values in enumerate(rows):
