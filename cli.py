@@ -169,18 +169,17 @@ def library_cmd(as_json):
     """List the bundled full-adder cells and their equations."""
     from circuits import library
 
-    cells = []
-    for name in library.cell_names():
-        table = library.CELLS[name]
-        cells.append({"name": name, "table": ",".join(f"{s}{c}" for s, c in table),
-                      "equations": library.describe(name)})
+    cells = library.describe()
     if as_json:
         echo_json(cells)
         return
-    click.echo("rows A B Cin = 000 001 010 011 100 101 110 111, entries (Sum, Cout)")
-    width = max(len(c["name"]) for c in cells)
+    click.echo("table: (Sum, Cout) for A B Cin = 000 001 010 011 100 101 110 111; use a name with --cell")
+    name_w = max(len(c["name"]) for c in cells)
+    table_w = max(len(c["table"] or "-") for c in cells)
+    eq_w = max(len(c["equations"]) for c in cells)
     for c in cells:
-        click.echo(f"{c['name'].ljust(width)}  {c['table'].replace(',', ' ')}  {c['equations']}")
+        click.echo(f"{c['name'].ljust(name_w)}  {(c['table'] or '-').ljust(table_w)}  "
+                   f"{c['equations'].ljust(eq_w)}  {c['description']}")
 
 
 @main.command("build-adder")
