@@ -365,6 +365,139 @@ def gradlut_cmd(lut_path, half_window, boundary, method, reference, out, fmt):
 
 
 # ---- training workflow commands (issue 4) ----------------------------------------------------------------------------
+# Train / eval / sweep / retrain. The loops live in dnn.training; these commands parse options, print tables or
+# JSON, and leave every file to dnn.training (atomic writes, rank 0 only under torchrun).
+
+
+def train_echo_json(data):
+    """JSON on stdout (local to the training commands)."""
+    import json
+
+    click.echo(json.dumps(data, indent=2))
+
+
+def train_echo_rows(header, rows):
+    """A plain aligned table: a header tuple and rows of strings."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    click.echo("  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip())
+    for r in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR (IDX files) or cifar10:DIR."
+
+
+@main.command("train")
+@click.option("--model", "model_name", required=True, metavar="NAME",
+              help="mnist-addernet, mnist-cnn, lenet5-addernet, lenet5-cnn, resnet20-addernet, resnet20-cnn.")
+@click.option("--data", "data_spec", default="mnist5k", show_default=True, help=DATA_HELP)
+@click.option("--epochs", type=int, default=10, show_default=True, help="Training epochs (cosine schedule).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Run directory: checkpoints (last.pt, best.pt, epoch_N.pt), history.csv, curves.png.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch size (all ranks).")
+@click.option("--lr", type=float, default=0.1, show_default=True, help="Initial SGD learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed: a CPU run is repeatable with it.")
+@click.option("--eta", type=float, default=0.2, show_default=True, help="AdderNet adaptive learning-rate eta.")
+@click.option("--save-every", type=click.IntRange(1, None), default=5, show_default=True,
+              help="Also keep epoch_N.pt every N epochs.")
+@click.option("--no-augment", is_flag=True, help="No random shifts (digits) or crops and flips (CIFAR).")
+@click.option("--limit", type=click.IntRange(0, None), default=0,
+              help="Use only the first N training images (quick trials; 0 = all).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def train_cmd(model_name, data_spec, epochs, out_dir, batch_size, lr, seed, eta, save_every, no_augment, limit,
+              resume, as_json):
+    """Float (pre)training with the AdderNet recipe; runs unchanged under torchrun."""
+    import os
+
+    from dnn.training import TrainConfig, clean_summary, run_training
+
+    cfg = TrainConfig(model=model_name, data=data_spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      eta=eta, save_every=save_every, augment=not no_augment, train_limit=limit)
+    summary = clean_summary(run_training(cfg, out_dir, resume=resume))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
+    if as_json:
+        train_echo_json(summary)
+    else:
+        click.echo(f"{summary['model']} on {summary['data']}: final test accuracy {summary['final_test_acc']:.2f}%, "
+                   f"best {summary['best_test_acc']:.2f}%, {summary['train_seconds']:.0f} s; run in {out_dir}")
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--arith", "arith_texts", multiple=True, default=["float"], show_default=True,
+              help="float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W] or cell:NAME:k=K[:width=32]; repeatable.")
+@click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def eval_cmd(checkpoint, arith_texts, data_spec, as_json):
+    """Test accuracy of a checkpoint under float, quantized exact, LUT or cell-adder arithmetic."""
+    from dnn.training import eval_checkpoint
+
+    results = [eval_checkpoint(checkpoint, a, data_spec) for a in arith_texts]
+    if as_json:
+        train_echo_json(results if len(results) > 1 else results[0])
+        return
+    train_echo_rows(("arithmetic", "accuracy", "images", "seconds"),
+                    [(r["arith"], f"{r['accuracy']:.2f}%", r["images"], f"{r['seconds']:.1f}") for r in results])
+
+
+@main.command("sweep")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--cell", default="maj", show_default=True, metavar="NAME|FILE.blif|TABLE",
+              help="Approximate full-adder cell for the low bits (see `axnet library`).")
+@click.option("--width", type=click.IntRange(2, 64), default=32, show_default=True, help="Adder width in bits.")
+@click.option("--approx-bits", "bits_text", default="0:32", show_default=True,
+              help="Approximate low bits to try: LO:HI (inclusive) or K.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write sweep.png, sweep.csv and sweep.json here.")
+@click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def sweep_cmd(checkpoint, cell, width, bits_text, out_dir, data_spec, as_json):
+    """Accuracy against the number of approximate low bits of a cell adder (the seed-000 study)."""
+    from dnn.training import run_sweep
+
+    result = run_sweep(checkpoint, cell=cell, width=width, bits_text=bits_text, out_dir=out_dir, data_spec=data_spec)
+    if as_json:
+        train_echo_json(result)
+        return
+    click.echo(f"{result['model']}, {width}-bit adder, cell {cell}; float {result['float_accuracy']:.2f}%")
+    train_echo_rows(("k", "accuracy"), [(p["approx_bits"], f"{p['accuracy']:.2f}%") for p in result["points"]])
+    drop = result["first_drop_over_1_point"]
+    click.echo("first k more than 1 point below k=0: " + ("none" if drop is None else str(drop)))
+    if out_dir:
+        click.echo(f"wrote {out_dir}/sweep.png, sweep.csv, sweep.json")
+
+
+@main.command("retrain")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--circuit", required=True, type=click.Path(dir_okay=False), metavar="FILE.blif|LUT.npz",
+              help="The approximate adder: a BLIF netlist (simulated here) or a LUT file.")
+@click.option("--grad", type=click.Choice(["lut", "ste"]), default="lut", show_default=True,
+              help="Backward through the circuit: windowed-difference gradient LUT or straight-through.")
+@click.option("--half-window", type=click.IntRange(0, None), default=None, help="Gradient-LUT half window W.")
+@click.option("--epochs", type=click.IntRange(1, None), default=5, show_default=True, help="Retraining epochs.")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Initial retraining learning rate.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch size.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the retraining runs.")
+@click.option("--compare-ste", is_flag=True, help="Also retrain with STE from the same start, for the table.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Directory for retrain.json, retrain.md and the retrained runs.")
+@click.option("--resume", is_flag=True, help="Continue interrupted retraining runs in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, compare_ste, out_dir, resume,
+                as_json):
+    """Approximation-aware retraining through a circuit; prints the before/after accuracy table."""
+    from dnn.training import markdown_table, run_retrain
+
+    result = run_retrain(checkpoint, circuit, grad=grad, half_window=half_window, epochs=epochs,
+                         compare_ste=compare_ste, out_dir=out_dir, lr=lr, batch_size=batch_size, seed=seed,
+                         resume=resume)
+    if as_json:
+        train_echo_json(result)
+    else:
+        click.echo(markdown_table(result), nl=False)
+        click.echo(f"wrote {out_dir}/retrain.json and retrain.md")
 
 
 if __name__ == "__main__":
