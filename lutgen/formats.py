@@ -412,10 +412,39 @@ def read_adapt_header(path):
     m = _ADAPT_DECL.search(text)
     if not m:
         raise AxnetError("no `lut[256][256] = {` declaration found (expected an AdaPT C header)", path=path)
-    rows = parse_adapt_initializer(text, m.end() - 1, path)
-    table = np.array(rows, dtype=np.int64)
+    table = quick_adapt_table(text, m.end() - 1)
+    if table is None:  # anything unusual: the careful tokenizer, which also names the offending line
+        table = np.array(parse_adapt_initializer(text, m.end() - 1, path), dtype=np.int64)
     return Lut(table=table, operands=[("a", 8), ("b", 8)], outputs=[f"o[{k}]" for k in range(16)], signed=True,
                circuit=Path(path).stem)
+
+
+_PLAIN_ROW = re.compile(r"\{([-+0-9xXa-fA-F,\s]*)\}")
+
+
+def c_int(token):
+    """A C integer literal: decimal (leading zeros allowed) or 0x hex, with an optional sign."""
+    body = token.lstrip("+-")
+    value = int(body, 16) if body[:2].lower() == "0x" else int(body, 10)
+    return -value if token.startswith("-") else value
+
+
+def quick_adapt_table(text, pos):
+    """Fast path for a plain initializer (no comments, decimal or hex integers): the (256, 256) table, else None."""
+    end = text.find(";", pos)
+    body = text[pos:end if end >= 0 else len(text)]
+    if "/" in body:
+        return None
+    rows = _PLAIN_ROW.findall(body)
+    if len(rows) != 256 or body.count("{") != 257:
+        return None
+    try:
+        table = [[c_int(t) for t in r.replace(",", " ").split()] for r in rows]
+    except ValueError:
+        return None
+    if any(len(r) != 256 for r in table):
+        return None
+    return np.array(table, dtype=np.int64)
 
 
 def parse_adapt_initializer(text, pos, path):
@@ -452,7 +481,7 @@ def parse_adapt_initializer(text, pos, path):
         elif tok == ",":
             continue
         elif m.group(3) and depth == 2:
-            row.append(int(tok.replace(" ", ""), 0))
+            row.append(c_int(tok.replace(" ", "")))
         else:
             raise AxnetError(f"unexpected '{tok}' in the lut initializer", path=path, line=line_of(start))
     raise AxnetError("the lut initializer is not closed", path=path, line=line_of(len(text)))
