@@ -133,7 +133,7 @@ def read_appmult(path):
         raise AxnetError(f"not an AppMult LUT file: no '{APPMULT_TITLES[0]}' line", path=path)
     n = appmult_width(forward, path)
     table = appmult_values(forward, n, path)
-    lut = Lut(table=table, operands=[("a", n), ("b", n)], outputs=[f"o[{k}]" for k in range(output_bits(table))],
+    lut = Lut(table=table, operands=[("a", n), ("b", n)], outputs=[f"o[{k}]" for k in range(max(2 * n, output_bits(table)))],
               circuit=circuit_name_from_path(path))
     grad_sections = [sections.get(t) for t in APPMULT_TITLES[1:]]
     if any(s is not None for s in grad_sections):
