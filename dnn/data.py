@@ -72,7 +72,7 @@ def load_data(spec="mnist5k"):
 
 def normalise_mnist(images_u8):
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) with the usual MNIST mean and standard deviation."""
-    x = torch.from_numpy(np.ascontiguousarray(images_u8, dtype=np.uint8)).float().div_(255.0)
+    x = torch.from_numpy(np.array(images_u8, dtype=np.uint8)).float().div_(255.0)
     return x.sub_(MNIST_MEAN).div_(MNIST_STD).unsqueeze(1)
 
 
