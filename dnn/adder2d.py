@@ -60,9 +60,10 @@ def _rename_official_keys(module, state_dict, prefix):
     for old, new in (("adder", "weight"), ("b", "bias")):
         if prefix + old in state_dict and prefix + new not in state_dict:
             state_dict[prefix + new] = state_dict.pop(prefix + old)
-    key = prefix + "scale"
-    if key in state_dict and module.scale is None:
-        module.scale = torch.zeros_like(state_dict[key])  # gets the saved value when the dict is loaded
+    for name in ("scale", "clamp_bias"):  # optional buffers: create them so the saved values load
+        key = prefix + name
+        if key in state_dict and getattr(module, name) is None:
+            setattr(module, name, torch.zeros_like(state_dict[key]))
 
 
 class Adder2d(nn.Module):
@@ -85,6 +86,7 @@ class Adder2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.arith = arith
         self.register_buffer("scale", None)
+        self.register_buffer("clamp_bias", None)  # set by dnn.quant.group_clamp_weights_
         self._register_load_state_dict_pre_hook(self._load_hook)
 
     def _load_hook(self, state_dict, prefix, *args):
@@ -96,6 +98,8 @@ class Adder2d(nn.Module):
 
     def forward(self, x):
         y = adder_forward(x, self.weight, self.geometry, self.arith, self.scale)
+        if self.clamp_bias is not None:
+            y = y + self.clamp_bias.view(1, -1, 1, 1)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y

@@ -16,11 +16,11 @@ class AdderLinear(nn.Module):
     def __init__(self, in_features, out_features, bias=False, arith=None):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        bound = 1.0
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) * bound)
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.arith = arith
         self.register_buffer("scale", None)
+        self.register_buffer("clamp_bias", None)  # set by dnn.quant.group_clamp_weights_
         self._register_load_state_dict_pre_hook(self._load_hook)
 
     def _load_hook(self, state_dict, prefix, *args):
@@ -31,6 +31,8 @@ class AdderLinear(nn.Module):
         flat = x.reshape(-1, self.in_features, 1, 1)
         weight = self.weight.view(self.out_features, self.in_features, 1, 1)
         y = adder_forward(flat, weight, _POINT, self.arith, self.scale).reshape(*lead, self.out_features)
+        if self.clamp_bias is not None:
+            y = y + self.clamp_bias
         if self.bias is not None:
             y = y + self.bias
         return y
