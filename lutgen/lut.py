@@ -138,8 +138,8 @@ def build_lut(netlist, widths=None, signed=False, sha256=None, progress=None):
         raise AxnetError(f"circuit '{netlist.name}' has {n_out} outputs; a LUT entry holds at most "
                          f"{MAX_OUTPUT_BITS} bits", path=netlist.source)
     flat = np.asarray(_simulate(netlist, progress), dtype=np.int64)
-    if signed:
-        flat = to_signed(flat, n_out)
+    if signed:  # in place: at 2^26 entries a second copy would cost another 512 MiB
+        flat[flat >= 1 << (n_out - 1)] -= 1 << n_out
     table = reshape_table(flat, operands)
     return Lut(table=table, operands=[(op.name, op.width) for op in operands], outputs=list(netlist.outputs),
                signed=bool(signed), circuit=netlist.name, sha256=sha256)
