@@ -71,26 +71,35 @@ class _Builder:
     def netlist(self, name, outputs):
         """A checked Netlist; `outputs` lists (output name, net carrying it); a net is renamed to its output name
         where it can be, else the output gets a buffer."""
-        moved = {}
+        rename, buffers = {}, []
+        driven_outputs = {o for o, _ in outputs}
         for out, net in outputs:
             if net == out:
                 continue
-            if net in self.nodes and net not in moved and out not in self.nodes and out not in self.inputs \
-                    and not any(o == net for o, _ in outputs):
-                self._rename(net, out)
-                moved[net] = out
+            if (net in self.nodes and net not in rename and net not in driven_outputs
+                    and out not in self.nodes and out not in self.inputs):
+                rename[net] = out
             else:
-                self.gate(out, (moved.get(net, net),), ("1",))
-        return Netlist(name, self.inputs, [o for o, _ in outputs], self.nodes).check()
+                buffers.append((out, net))
+        if rename:
+            self.nodes = {rename.get(n, n): Node(rename.get(n, n), tuple(rename.get(f, f) for f in node.fanins),
+                                                 node.cubes, node.polarity) for n, node in self.nodes.items()}
+        for out, net in buffers:
+            self.gate(out, (rename.get(net, net),), ("1",))
+        names = [o for o, _ in outputs]
+        self._prune(names)
+        return Netlist(name, self.inputs, names, self.nodes).check()
 
-    def _rename(self, old, new):
-        """Rename net `old` to `new` in the driver and every reader."""
-        nodes = {}
-        for name, node in self.nodes.items():
-            fanins = tuple(new if f == old else f for f in node.fanins)
-            key = new if name == old else name
-            nodes[key] = Node(key, fanins, node.cubes, node.polarity)
-        self.nodes = nodes
+    def _prune(self, outputs):
+        """Drop nodes no output depends on (e.g. the constant carry of a cell that ignores its carry in)."""
+        live, stack = set(), [o for o in outputs if o in self.nodes]
+        while stack:
+            net = stack.pop()
+            if net in live:
+                continue
+            live.add(net)
+            stack += [f for f in self.nodes[net].fanins if f in self.nodes]
+        self.nodes = {name: node for name, node in self.nodes.items() if name in live}
 
 
 def _check_width(width, what="width"):
