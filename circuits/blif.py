@@ -75,6 +75,7 @@ class _Model:
     covers: list[_Cover] = field(default_factory=list)
     subckts: list[tuple[str, list[tuple[str, str]], int]] = field(default_factory=list)
     ended: bool = False
+    port_lines: dict = field(default_factory=dict)  # (".inputs" or ".outputs", net) -> line of its declaration
 
 
 # -- lexing ---------------------------------------------------------------------------------------------------------
@@ -144,10 +145,14 @@ class _Parser:
             self.current(head, line)
             return
         model = self.current(head, line)
-        if head == ".inputs":
-            model.inputs += args
-        elif head == ".outputs":
-            model.outputs += args
+        if head in (".inputs", ".outputs"):
+            ports = model.inputs if head == ".inputs" else model.outputs
+            for net in args:
+                if (head, net) in model.port_lines:
+                    raise self.error(f"'{net}' listed twice in {head} of model '{model.name}' (first at line "
+                                     f"{model.port_lines[head, net]})", line)
+                model.port_lines[head, net] = line
+                ports.append(net)
         elif head == ".names":
             if not args:
                 raise self.error(".names needs at least an output net", line)
@@ -228,19 +233,7 @@ class _Parser:
 # -- per-model checks -----------------------------------------------------------------------------------------------
 
 def _check_model(model, source):
-    """Duplicate ports, doubly driven nets and driven inputs inside one model."""
-    seen = set()
-    for net in model.inputs:
-        if net in seen:
-            raise AxnetError(f"input '{net}' listed twice in .inputs of model '{model.name}'", path=source,
-                             line=model.line)
-        seen.add(net)
-    seen = set()
-    for net in model.outputs:
-        if net in seen:
-            raise AxnetError(f"output '{net}' listed twice in .outputs of model '{model.name}'", path=source,
-                             line=model.line)
-        seen.add(net)
+    """Doubly driven nets and driven inputs inside one model."""
     inputs = set(model.inputs)
     driver = {}
     for cover in model.covers:
@@ -344,6 +337,9 @@ class _Flattener:
                 raise AxnetError(f".subckt {sub_name}: model '{sub_name}' has no port '{formal}'",
                                  path=self.source, line=line)
             bound[formal] = net(actual)
+            if formal in ports_out and formal not in ports_in and bound[formal] in primary_inputs:
+                raise AxnetError(f".subckt {sub_name}: output '{formal}' drives '{actual}', a primary input",
+                                 path=self.source, line=line)
         for formal in sub.inputs:
             if formal not in bound:  # an unconnected input reads an undriven net, caught later
                 bound[formal] = self.unique(prefix + formal)
@@ -373,11 +369,11 @@ def parse_blif(text, source="<string>", top=None, undriven="error"):
     flat = _Flattener(models, source)
     flat.flatten(top_model, top_model.inputs)
     netlist = Netlist(top_model.name, list(top_model.inputs), list(top_model.outputs), flat.nodes, source)
-    _tie_undriven(netlist, undriven, source, flat.lines)
+    _tie_undriven(netlist, undriven, source, flat.lines, top_model.port_lines)
     return netlist.check()
 
 
-def _tie_undriven(netlist, undriven, source, lines):
+def _tie_undriven(netlist, undriven, source, lines, output_lines):
     """Drive Yosys constant nets, and with undriven="zero" every other undriven net, by constant nodes."""
     for name in netlist.undriven():
         if name in YOSYS_CONSTANTS:
@@ -388,7 +384,7 @@ def _tie_undriven(netlist, undriven, source, lines):
                           stacklevel=3)
             netlist.nodes[name] = Node(name, (), (), 1)
         else:
-            reader = _first_reader(netlist, name, lines)
+            reader = _first_reader(netlist, name, lines) or output_lines.get((".outputs", name))
             raise AxnetError(f"net '{name}' is used but never driven (pass undriven='zero', or --undriven zero "
                              "on the command line, to tie undriven nets to 0)", path=source, line=reader)
 

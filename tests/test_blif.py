@@ -258,7 +258,10 @@ BAD = [
     (".model m\n.inputs a\n.outputs q\n11 1\n.end\n", 4, "outside a .names block"),
     (".model m\n.inputs a\n.outputs q\n.names a q\n1 1\n.exdc\n.end\n", 6, "exdc"),
     (".model m\n.inputs a\n.outputs q\n.names a q\n1 1\n.end\n.names a q\n1 1\n", 7, "after .end"),
-    (".model m\n.inputs a a\n.outputs q\n.names a q\n1 1\n.end\n", 1, "listed twice"),
+    (".model m\n.inputs a a\n.outputs q\n.names a q\n1 1\n.end\n", 2, "listed twice"),
+    (".model m\n.inputs a\n.outputs q r\n.names a q\n1 1\n.end\n", 3, "net 'r' is used but never driven"),
+    (".model m\n.inputs a\n.outputs q\n.subckt s o=a\n.names a q\n1 1\n.end\n.model s\n.outputs o\n"
+     ".names o\n.end\n", 4, "output 'o' drives 'a', a primary input"),
     (".model m\n.inputs a\n.outputs q\n.names a q\n1 1\n.end\n.model m\n.end\n", 7, "defined twice"),
 ]
 
