@@ -231,6 +231,24 @@ class LutAdder(_TableAdder):
                 f"grad={self.grad}" + (f" (half window {self.half_window})" if self.half_window is not None else ""))
 
 
+def lut_gather_sums(table, bits, xq, wq, geom):
+    """Slow reference: sum_k |d| with d gathered from the LUT for every (x, w) pair, no folding (int64).
+
+    `table` is the raw (2^n, 2^n) LUT, xq and wq integer-valued quantized tensors. This is the plain gather the fast
+    table path is tested and benchmarked against.
+    """
+    table = torch.as_tensor(np.asarray(table, dtype=np.int64)).to(xq.device)
+    mask, half = (1 << bits) - 1, 1 << (bits - 1)
+    n, o = xq.shape[0], wq.shape[0]
+    cols = geom.unfold(xq.double()).to(torch.int64)  # N, K, L
+    w_pat = wq.reshape(o, -1).to(torch.int64) & mask
+    out = torch.empty(n, o, cols.shape[2], dtype=torch.int64, device=xq.device)
+    for i in range(n):
+        words = table[w_pat[:, :, None], ((-cols[i]) & mask)[None]] & mask  # O, K, L
+        out[i] = torch.where(words >= half, words - (1 << bits), words).abs().sum(1)
+    return out.view(n, o, *geom.output_size(*xq.shape[2:]))
+
+
 # -- ripple-carry adders of full-adder cells ------------------------------------------------------------------------
 def ripple_tables(rows, bits):
     """Chained tables for the low `bits` cells: [(offset, m, table)] with m <= 8 bits each.
