@@ -176,7 +176,7 @@ class _Parser:
 
     def start_model(self, name, line):
         if name is None:
-            name = Path(self.source).stem if self.source else "top"
+            name = Path(self.source).stem if self.source and not self.source.startswith("<") else "top"
         if any(m.name == name for m in self.models):
             raise self.error(f"model '{name}' is defined twice", line)
         self.model = _Model(name, line)
