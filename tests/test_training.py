@@ -1,0 +1,147 @@
+"""The training loop: reproducibility, exact resume, checkpoints, the AdderNet step, evaluation and the sweep."""
+import math
+import os
+
+import pytest
+import torch
+
+from circuits.errors import AxnetError
+from dnn import training as T
+from dnn.checkpoint import check_circuit, load_checkpoint, save_checkpoint
+from dnn.data import load_mnist5k
+
+TINY = dict(model="mnist-addernet", train_limit=64, test_limit=32, batch_size=16, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_mnist5k()
+
+
+def run(tmp_path, name, digits, **kw):
+    cfg = T.TrainConfig(**dict(TINY, **kw))
+    data = digits.subset(cfg.train_limit, cfg.test_limit)
+    return T.run_training(cfg, str(tmp_path / name), show=False, data=data)
+
+
+def weights(summary):
+    return {k: v.clone() for k, v in summary["model_object"].state_dict().items()}
+
+
+def test_a_seeded_cpu_run_is_reproducible(tmp_path, digits):
+    a = weights(run(tmp_path, "a", digits, seed=3))
+    b = weights(run(tmp_path, "b", digits, seed=3))
+    c = weights(run(tmp_path, "c", digits, seed=4))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+
+
+def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(tmp_path, digits):
+    straight = run(tmp_path, "straight", digits, epochs=2, save_every=1)
+    run(tmp_path, "cut", digits, epochs=2, save_every=1)
+    cut = tmp_path / "cut"
+    os.replace(cut / "epoch_0001.pt", cut / "last.pt")  # as if the run had died during epoch 2
+    cfg = T.TrainConfig(**dict(TINY, epochs=2, save_every=1))
+    resumed = T.run_training(cfg, str(cut), resume=True, show=False, data=digits.subset(64, 32))
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt = load_checkpoint(cut / "last.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]["epoch"]) == 2
+
+
+def test_checkpoint_holds_only_safe_types_and_the_run_files_exist(tmp_path, digits):
+    run(tmp_path, "r", digits)
+    raw = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert raw["model"] == "mnist-addernet" and raw["arith"] == "float" and raw["circuit_sha256"] is None
+    assert raw["config"]["train_limit"] == 64
+    for name in ("best.pt", "history.csv", "curves.png", "summary.json"):
+        assert (tmp_path / "r" / name).stat().st_size > 0
+    model = T.model_from_checkpoint(raw)
+    assert torch.equal(model.conv2.weight, raw["state_dict"]["conv2.weight"])
+
+
+def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, digits):
+    run(tmp_path, "r", digits)
+    cfg = T.TrainConfig(**dict(TINY, epochs=3))
+    with pytest.raises(AxnetError, match="--epochs 3 differs from the run's 1"):
+        T.run_training(cfg, str(tmp_path / "r"), resume=True, show=False, data=digits.subset(64, 32))
+    with pytest.raises(AxnetError, match="no last.pt"):
+        T.run_training(cfg, str(tmp_path / "none"), resume=True, show=False)
+
+
+def test_a_checkpoint_trained_on_one_circuit_refuses_another(tmp_path):
+    ckpt = {"circuit_sha256": "a" * 64, "arith": "lut adder8"}
+    check_circuit(ckpt, "a" * 64, "x.pt", "--resume")  # same circuit: fine
+    check_circuit(ckpt, None, "x.pt", "--resume")  # float evaluation: fine
+    with pytest.raises(AxnetError, match="x.pt: --resume refused.*aaaaaaaa"):
+        check_circuit(ckpt, "b" * 64, "x.pt", "--resume")
+
+
+def test_corrupt_or_foreign_checkpoints_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(AxnetError, match="bad.pt: not a loadable checkpoint"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(AxnetError, match="not an axnet checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    save_checkpoint(tmp_path / "ok.pt", {"x": 1})
+    assert load_checkpoint(tmp_path / "ok.pt")["x"] == 1
+
+
+def test_two_ranks_split_each_global_batch_the_way_micro_batches_do():
+    single = T.epoch_batches(40, 8, T.DistContext(), seed=1, epoch=2)
+    ranks = [T.epoch_batches(40, 8, T.DistContext(rank=r, world=2), seed=1, epoch=2) for r in range(2)]
+    assert len(single) == 5 and all(len(b) == 4 for b in ranks[0])
+    for j, batch in enumerate(single):
+        for r in range(2):
+            assert torch.equal(ranks[r][j], batch[r::2])
+    assert sorted(torch.cat(single).tolist()) == list(range(40))
+
+
+def test_each_step_moves_adder_weights_by_lr_eta_sqrt_numel(tmp_path, digits):
+    """The AdderNet adaptive scaling: with plain SGD the first step's update of an adder layer has norm
+    lr * eta * sqrt(numel(W)) whatever the raw gradient's size; the ordinary classifier is not rescaled."""
+    torch.manual_seed(0)
+    cfg = T.TrainConfig(**dict(TINY, train_limit=16, momentum=0.0, weight_decay=0.0, lr=0.05, eta=0.2, augment=False))
+    torch.manual_seed(cfg.seed)
+    from dnn.models import build_model
+    w0 = build_model(cfg.model).conv2.weight.detach().clone()
+    w1 = run(tmp_path, "one", digits, **{k: getattr(cfg, k) for k in ("train_limit", "momentum", "weight_decay",
+                                                                          "lr", "eta", "augment")})
+    w1 = w1["model_object"].conv2.weight.detach()
+    expected = 0.05 * 0.2 * math.sqrt(w0.numel())
+    assert (w1 - w0).norm().item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_evaluate_counts_correct_predictions(digits):
+    torch.manual_seed(0)
+    from dnn.models import build_model
+    model = build_model("mnist-cnn").eval()
+    x, y = digits.test_x[:50], digits.test_y[:50]
+    _, acc = T.evaluate(model, x, y, batch_size=7)
+    with torch.no_grad():
+        manual = sum(int(model(x[i:i + 1]).argmax(1).item() == y[i].item()) for i in range(50))
+    assert acc == pytest.approx(100.0 * manual / 50)
+
+
+def test_model_and_data_must_agree(tmp_path, digits):
+    cfg = T.TrainConfig(**dict(TINY, model="resnet20-cnn"))
+    with pytest.raises(AxnetError, match="--model resnet20-cnn expects 3x32x32 images but --data mnist5k"):
+        T.run_training(cfg, str(tmp_path / "x"), show=False, data=digits.subset(64, 32))
+
+
+def test_bad_settings_name_the_option(tmp_path):
+    with pytest.raises(AxnetError, match="--epochs 0"):
+        T.run_training(T.TrainConfig(epochs=0), str(tmp_path / "x"), show=False)
+    with pytest.raises(AxnetError, match="--batch-size 1"):
+        T.run_training(T.TrainConfig(batch_size=1), str(tmp_path / "x"), show=False)
+
+
+def test_bits_range_and_first_drop():
+    assert T.parse_bits_range("0:3", 32) == [0, 1, 2, 3] and T.parse_bits_range("5", 8) == [5]
+    for bad in ("3:1", "0:33", "x"):
+        with pytest.raises(AxnetError, match="--approx-bits"):
+            T.parse_bits_range(bad, 32)
+    assert T.first_drop([0, 1, 2, 3], [98.0, 97.5, 96.9, 50.0], 98.0) == 2
+    assert T.first_drop([0, 1], [98.0, 97.5], 98.0) is None
