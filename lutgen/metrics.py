@@ -242,12 +242,15 @@ def _bitsliced_max(planes):
 
 
 def _planes_to_values(planes, n, signed=False):
-    """Per-pattern values (int64, or float64 beyond 62 planes) of the first n patterns of a plane list."""
+    """Per-pattern values of the first n patterns of a plane list: a small unsigned type when unsigned and at most
+    64 planes, int64 when signed and at most 62 planes, float64 beyond."""
+    if not planes:
+        return np.zeros(n, dtype=np.uint8)
+    if not signed and len(planes) <= 64:
+        return planes_to_words(planes, n, dtype=None)
     if len(planes) <= 62:
-        v = planes_to_words(planes, n) if planes else np.zeros(n, dtype=np.int64)
-        if signed and planes:
-            v = np.where(v >= 1 << (len(planes) - 1), v - (1 << len(planes)), v)
-        return v
+        v = planes_to_words(planes, n)
+        return np.where(v >= 1 << (len(planes) - 1), v - (1 << len(planes)), v)
     v = np.zeros(n, dtype=np.float64)
     for j, p in enumerate(planes):
         bits = np.unpackbits(p.view(np.uint8), bitorder="little")[:n]
@@ -273,7 +276,7 @@ class _BlockReducer:
         self.zero = np.zeros(words, dtype=np.uint64)
         self.ones = ~self.zero
         self.exact_signed = self.signed or reference == "sub"
-        self.weights = None  # set by stream_metrics when per-segment reciprocal tables apply
+        self.segments = None  # set by stream_metrics when per-run reciprocal tables apply
 
     def exact_planes(self, in_rows):
         """Exact result as a plane list (two's complement when exact_signed)."""
@@ -320,24 +323,46 @@ class _BlockReducer:
         return sums
 
     def per_pattern(self, mag, exact, err_any, n_err, n_valid, start):
-        """Sum of squares and relative errors: need |e| per pattern, but only where e != 0."""
+        """Sum of squares and relative errors: these need |e| per pattern, unpacked only where e != 0."""
         if n_err == 0:
             return {"sum_sq": 0, "sum_rel": 0.0, "max_rel": 0.0}
-        if self.weights is not None and start is not None:
-            abs_e = _planes_to_values(mag, n_valid)
-            inv = self.weights(start, n_valid)
-        else:
-            idx = np.flatnonzero(np.unpackbits(err_any.view(np.uint8), bitorder="little")[:n_valid])
-            abs_e = _gather_values(mag, idx)
-            r = _gather_values(exact, idx, signed=self.exact_signed)
-            r = np.abs(r).astype(np.float64)
-            inv = np.divide(1.0, r, out=np.zeros_like(r), where=r != 0)
-        if abs_e.dtype == np.int64:
-            sum_sq = _sum_squares(abs_e)
-        else:
-            sum_sq = int(round(float(np.dot(abs_e, abs_e))))
-        rel = abs_e * inv
-        return {"sum_sq": sum_sq, "sum_rel": float(rel.sum()), "max_rel": float(rel.max(initial=0.0))}
+        peak = _bitsliced_max(mag)
+        if self.segments is not None and start is not None and len(mag) <= 64:
+            return _segment_sums(planes_to_words(mag, n_valid, dtype=None), self.segments(start, n_valid), peak)
+        idx = np.flatnonzero(np.unpackbits(err_any.view(np.uint8), bitorder="little")[:n_valid])
+        abs_e = _gather_values(mag, idx)
+        r = np.abs(_gather_values(exact, idx, signed=self.exact_signed)).astype(np.float64)
+        inv = np.divide(1.0, r, out=np.zeros_like(r), where=r != 0)
+        return _segment_sums(abs_e, [(0, idx.size, inv, 1.0)], peak)
+
+
+_CHUNK = 1 << 15  # patterns per float pass: 256 KiB arrays stay in the L2 cache
+
+
+def _segment_sums(abs_e, segments, peak):
+    """Sum of |e|^2, sum and max of |e| * weight over (offset, length, weights, scale) segments of abs_e.
+
+    Work goes in cache-sized chunks and skips chunks without errors. Squares are summed in float64 while every
+    partial sum stays an exact integer below 2^53, in Python ints otherwise.
+    """
+    sum_sq, sum_rel, max_rel = 0, 0.0, 0.0
+    exact_float = peak * peak * _CHUNK < 1 << 53
+    for off, length, weights, scale in segments:
+        for lo in range(0, length, _CHUNK):
+            part = abs_e[off + lo:off + min(length, lo + _CHUNK)]
+            if not part.any():
+                continue
+            values = part.astype(np.float64)
+            if exact_float:
+                sum_sq += int(np.multiply(values, values).sum())
+            else:
+                sum_sq += _sum_squares(part.astype(np.int64)) if part.dtype.kind in "iu" else \
+                    int(round(float(np.multiply(values, values).sum())))
+            if scale:
+                rel = np.multiply(values, weights[lo:lo + values.size], out=values)
+                sum_rel += float(rel.sum()) * scale
+                max_rel = max(max_rel, float(rel.max()) * scale)
+    return {"sum_sq": sum_sq, "sum_rel": sum_rel, "max_rel": max_rel}
 
 
 def _gather_values(planes, idx, signed=False):
@@ -359,7 +384,7 @@ def _segment_weights(operands, reference, signed, carry, n_inputs):
 
     Within a run of patterns whose high operand bits are fixed, the first operand counts up by one, so the exact
     result is an arithmetic sequence and its reciprocals are a slice of one precomputed table. Returns a function
-    (start_pattern, n) -> float64 weights, or None when the layout does not allow it.
+    (start_pattern, n) -> list of (offset, length, 1/|exact| slice, scale), or None when the layout does not fit.
     """
     pos = 0
     for op in operands:
@@ -381,22 +406,23 @@ def _segment_weights(operands, reference, signed, carry, n_inputs):
     x = np.arange(lo, hi + 1, dtype=np.float64)
     recip = np.divide(1.0, np.abs(x), out=np.zeros_like(x), where=x != 0)
 
-    def weights(start, n):
-        out = np.empty(n, dtype=np.float64)
+    def segments(start, n):
+        """(offset, length, reciprocal slice, scale) for each run of the block starting at pattern `start`."""
+        out = []
         for seg in range(0, n, run):
             p = start + seg
             length = min(run, n - seg)
             a0 = int(a_vals[p & ((1 << wa) - 1)])
             b = int(b_vals[(p >> wa) & ((1 << wb) - 1)])
             if reference == "mul":
-                out[seg:seg + length] = recip[a0 - lo:a0 - lo + length] * (1.0 / abs(b) if b else 0.0)
+                out.append((seg, length, recip[a0 - lo:a0 - lo + length], 1.0 / abs(b) if b else 0.0))
             else:
                 c = (p >> (wa + wb)) & 1 if carry else 0
                 first = a0 + (b if reference == "add" else -b) + c
-                out[seg:seg + length] = recip[first - lo:first - lo + length]
+                out.append((seg, length, recip[first - lo:first - lo + length], 1.0))
         return out
 
-    return weights
+    return segments
 
 
 def stream_metrics(netlist, operands=None, reference="add", signed=False, progress=None, samples=None, seed=0,
@@ -428,7 +454,7 @@ def stream_metrics(netlist, operands=None, reference="add", signed=False, progre
     words = min(1 << (max(int(block_words), 1).bit_length() - 1), 1 << max(n_in - 6, 0))
     n_valid = min(64 * words, 1 << n_in)
     reducer = _BlockReducer(operands, reference, signed, n_out, words, carry)
-    reducer.weights = _segment_weights(operands, reference, signed, carry, n_in)
+    reducer.segments = _segment_weights(operands, reference, signed, carry, n_in)
     in_cache = {}
 
     def reduce_block(start, out_rows):

@@ -328,6 +328,7 @@ class Evaluator:
                 self.bound.append((np.copyto, (rows[dst], ALL_ONES)))
         self.outputs = [rows[s] for s in program.output_slots]
         self._block_inputs = None
+        self._filled = {}
 
     def set_exhaustive_inputs(self, start_word):
         """Fill the input slots for the block at `start_word` (a multiple of self.words)."""
@@ -342,10 +343,14 @@ class Evaluator:
                 else:
                     self._block_inputs.append(i)
         for i in self._block_inputs:
-            self.rows[i].fill(ALL_ONES if (start_word >> (i - 6)) & 1 else ZERO)
+            bit = (start_word >> (i - 6)) & 1
+            if self._filled.get(i) != bit:  # high inputs change rarely: refill only when they do
+                self.rows[i].fill(ALL_ONES if bit else ZERO)
+                self._filled[i] = bit
 
     def set_inputs(self, planes):
         """Copy explicit input planes (n_inputs x words), e.g. random patterns."""
+        self._block_inputs, self._filled = None, {}
         for i in range(self.program.n_inputs):
             np.copyto(self.rows[i], planes[i])
 
@@ -420,17 +425,63 @@ def iter_output_planes(netlist, block_words=DEFAULT_BLOCK_WORDS, threads=2, prog
         len(planes), -1)), block_words=block_words, threads=threads, progress=progress)
 
 
-def planes_to_words(planes, n_patterns=None):
-    """Output words (int64) per pattern from bit planes: word = sum(plane_k bit << k); at most 63 planes."""
+def _small_uint(n_bits):
+    """Smallest unsigned dtype holding n_bits."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if n_bits <= 8 * np.dtype(dtype).itemsize:
+            return dtype
+    raise AxnetError(f"{n_bits} bit planes do not fit a 64-bit word")
+
+
+_TRANSPOSE_STEPS = [(np.uint64(0x00AA00AA00AA00AA), np.uint64(7)), (np.uint64(0x0000CCCC0000CCCC), np.uint64(14)),
+                    (np.uint64(0x00000000F0F0F0F0), np.uint64(28))]
+
+
+def _bytes_from_planes(planes, out):
+    """Byte p of `out` (uint8, 64 per plane word) gets bit p of plane j as its bit j, for up to 8 planes.
+
+    Gathers byte q of every plane into one uint64 (an 8x8 bit matrix: row j = plane j) and transposes each matrix
+    with three masked delta swaps, so the work is a few whole-array uint64 operations instead of one per bit.
+    """
+    words = planes[0].size
+    stacked = np.zeros((8 * words, 8), dtype=np.uint8)
+    for j, p in enumerate(planes):
+        stacked[:, j] = np.ascontiguousarray(p).view(np.uint8)
+    x = stacked.view(np.uint64).reshape(-1)
+    t = np.empty_like(x)
+    for mask, shift in _TRANSPOSE_STEPS:
+        np.right_shift(x, shift, out=t)
+        np.bitwise_xor(t, x, out=t)
+        np.bitwise_and(t, mask, out=t)
+        np.bitwise_xor(x, t, out=x)
+        np.left_shift(t, shift, out=t)
+        np.bitwise_xor(x, t, out=x)
+    np.copyto(out, x.view(np.uint8))
+
+
+def planes_to_words(planes, n_patterns=None, dtype=np.int64):
+    """Words sum(plane_k bit << k) per pattern from bit planes (at most 63 planes for int64).
+
+    Builds the words in the smallest unsigned type that holds the planes, one byte lane per group of 8 planes,
+    then converts to `dtype`; `dtype=None` keeps that small type.
+    """
     planes = list(planes)
-    if len(planes) > 63:
+    if dtype is not None and np.dtype(dtype) == np.int64 and len(planes) > 63:
         raise AxnetError(f"{len(planes)} outputs do not fit a 64-bit signed table entry")
     n = 64 * (planes[0].size if planes else 0)
-    out = np.zeros(n, dtype=np.int64)
-    for k, p in enumerate(planes):
-        bits = np.unpackbits(np.ascontiguousarray(p).view(np.uint8), bitorder="little")
-        out |= np.left_shift(bits, k, dtype=np.int64)
-    return out if n_patterns is None else out[:n_patterns]
+    acc_type = _small_uint(max(len(planes), 1))
+    out = np.zeros(n, dtype=acc_type)
+    lanes = out.view(np.uint8).reshape(n, -1)
+    for g in range(0, len(planes), 8):
+        if lanes.shape[1] == 1:
+            _bytes_from_planes(planes[g:g + 8], lanes[:, 0])
+        else:
+            lane = np.empty(n, dtype=np.uint8)
+            _bytes_from_planes(planes[g:g + 8], lane)
+            lanes[:, g // 8] = lane
+    if n_patterns is not None:
+        out = out[:n_patterns]
+    return out if dtype is None else out.astype(dtype)
 
 
 def simulate_table(netlist, progress=None, block_words=DEFAULT_BLOCK_WORDS, threads=2):
