@@ -7,6 +7,8 @@ partial products) so a written BLIF stays readable.
 """
 from __future__ import annotations
 
+import re
+
 from circuits.errors import AxnetError
 from circuits.netlist import Netlist, Node
 
@@ -168,15 +170,18 @@ def ripple_carry_adder(width, cell="exact", approx_bits=0, carry_in=False, name=
 
 
 def _cell_label(cell):
-    """Short model-name fragment for a cell spec."""
-    if isinstance(cell, Netlist):
-        return cell.name
-    text = str(cell)
-    if "/" in text or text.endswith(".blif"):
-        from pathlib import Path
+    """Short model-name fragment for a cell spec, safe to write as a BLIF model name."""
+    from pathlib import Path
 
-        return Path(text).stem
-    return text.replace(",", "")
+    if isinstance(cell, Netlist):
+        text = cell.name
+    elif isinstance(cell, (list, tuple)):
+        text = "custom"
+    elif isinstance(cell, Path) or str(cell).endswith(".blif") or "/" in str(cell):
+        text = Path(cell).stem
+    else:
+        text = re.sub(r"[\s,;]+", "", str(cell)).lower()
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "cell"
 
 
 def loa_adder(width, approx_bits, carry_variant="and", name=None):

@@ -125,6 +125,15 @@ def test_cell_given_as_table_string_and_as_blif_path(tmp_path):
     assert adder_words(ripple_carry_adder(4, cell=str(path), approx_bits=4), 4) == words
 
 
+def test_model_names_are_writable_whatever_the_cell_spec(tmp_path):
+    specs = ["AMA2", "00 10 10 01 10 01 01 11", library.cell_truth_table("ama1"), library.load_cell("ama3")]
+    for k, spec in enumerate(specs):
+        netlist = ripple_carry_adder(3, cell=spec, approx_bits=2)
+        write_blif(netlist, tmp_path / f"{k}.blif")
+        assert read_blif(tmp_path / f"{k}.blif").name == netlist.name
+    assert ripple_carry_adder(3, cell="AMA2", approx_bits=2).name == "rca3_ama2_k2"
+
+
 def test_wide_approximate_adder_on_random_samples():
     width, k = 32, 20
     table = library.cell_truth_table("ama1")
