@@ -190,9 +190,10 @@ def block_size(K, Na, O, max_abs):
 
 def fold_block(table, iw_block):
     """T[k, v, o] = table[v, iw[o, k]] flattened to (kb * Na, O): the weights folded into per-position tables."""
-    Na = table.shape[0]
-    kb = iw_block.shape[1]
-    return table[:, iw_block.t()].permute(1, 0, 2).reshape(kb * Na, iw_block.shape[0])
+    Na, Nb = table.shape
+    O, kb = iw_block.shape
+    index = torch.arange(0, Na * Nb, Nb, device=iw_block.device).view(1, Na, 1) + iw_block.t().reshape(kb, 1, O)
+    return table.reshape(-1)[index.reshape(kb * Na, O)]
 
 
 def flat_rows(ix_block, Na):
@@ -207,11 +208,11 @@ def lut_accumulate(ix, iw, values, max_abs):
     O = iw.shape[0]
     Na = values.shape[0]
     kb = block_size(K, Na, O, max_abs)
-    acc = torch.zeros(M, O, dtype=torch.float64, device=ix.device)
+    acc = None
     for k0 in range(0, K, kb):
         table = fold_block(values, iw[:, k0:k0 + kb])
-        part = F.embedding_bag(flat_rows(ix[:, k0:k0 + kb], Na), table, mode="sum")
-        acc += part.to(torch.float64)
+        part = F.embedding_bag(flat_rows(ix[:, k0:k0 + kb], Na), table, mode="sum").to(torch.float64)
+        acc = part if acc is None else acc.add_(part)
     return acc
 
 
@@ -228,7 +229,7 @@ def reference_accumulate(ix, iw, values, rows_per_step=256):
 
 
 def lut_grad_a(ix, iw, g, grad_a):
-    """dL/dq_x[m, k] = sum_o g[m, o] * dAM/dA(q_x[m, k], q_w[o, k]), gathered from folded gradient tables."""
+    """dL/dq_x[m, k] = sum_o g[m, o] * dAM/dA(q_x[m, k], q_w[o, k]): rows of folded gradient tables, dotted with g."""
     M, K = ix.shape
     O = iw.shape[0]
     Na = grad_a.shape[0]
@@ -240,9 +241,19 @@ def lut_grad_a(ix, iw, g, grad_a):
         width = rows.shape[1]
         mb = max(1, GATHER_BLOCK // max(width * O, 1))
         for m0 in range(0, M, mb):
-            picked = table[rows[m0:m0 + mb]]  # (mb, kb, O)
+            picked = F.embedding(rows[m0:m0 + mb], table)  # (mb, kb, O)
             out[m0:m0 + mb, k0:k0 + width] = torch.bmm(picked, g[m0:m0 + mb, :, None]).squeeze(2)
     return out
+
+
+def scatter_rows(rows, g, n_rows):
+    """S[r, o] = sum of g[m, o] over the (m, k) with rows[m, k] = r: sort the rows once, then sum bags of g."""
+    flat = rows.reshape(-1)
+    order = torch.argsort(flat)
+    counts = torch.bincount(flat, minlength=n_rows)
+    offsets = torch.cumsum(counts, 0) - counts
+    source = torch.div(order, rows.shape[1], rounding_mode="floor")  # the m of each sorted (m, k)
+    return F.embedding_bag(source, g, offsets, mode="sum")
 
 
 def lut_grad_b(ix, iw, g, grad_b):
@@ -259,12 +270,7 @@ def lut_grad_b(ix, iw, g, grad_b):
     for k0 in range(0, K, kb):
         rows = flat_rows(ix[:, k0:k0 + kb], Na)
         width = rows.shape[1]
-        scattered = torch.zeros(width * Na, O, dtype=torch.float32, device=ix.device)
-        mb = max(1, GATHER_BLOCK // max(width * O, 1))
-        for m0 in range(0, M, mb):
-            gm = g[m0:m0 + mb]
-            src = gm[:, None, :].expand(gm.shape[0], width, O).reshape(-1, O)
-            scattered.index_add_(0, rows[m0:m0 + mb].reshape(-1), src)
+        scattered = scatter_rows(rows, g, width * Na)
         slope = fold_block(grad_b, iw[:, k0:k0 + kb])  # (kb * Na, O)
         out[:, k0:k0 + width] = (scattered * slope).reshape(width, Na, O).sum(1).t()
     return out
@@ -393,8 +399,10 @@ class ApproxMixin:
         """s_x s_w [sum AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K)."""
         K = cols.shape[1]
         acc = LutProduct.apply(cols, qw, self.mult)
-        sum_x = cols.to(torch.float64).sum(1, keepdim=True)
-        sum_w = qw.to(torch.float64).sum(1)
+        bound = K * max(abs(q) for q in self.mult.qrange(0) + self.mult.qrange(1))
+        wide = torch.float32 if bound <= FLOAT32_EXACT else torch.float64  # sums of integers stay exact
+        sum_x = cols.to(wide).sum(1, keepdim=True).to(torch.float64)
+        sum_w = qw.to(wide).sum(1).to(torch.float64)
         z_x, z_w = z_x.to(torch.float64), z_w.to(torch.float64)
         inner = acc - z_w * sum_x - z_x * sum_w + K * z_x * z_w
         return inner * (s_x.to(torch.float64) * s_w.to(torch.float64))
@@ -405,6 +413,18 @@ class ApproxMixin:
             self.observer.update(x.detach())
             return True
         return self.mult is None
+
+
+def patches(padded, kernel_size, stride, dilation):
+    """im2col as one strided view and one copy: (N*Ho*Wo, C*kh*kw) rows, channel-major like F.unfold columns."""
+    padded = padded.contiguous()
+    N, C, H, W = padded.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    h_out = (H - dh * (kh - 1) - 1) // sh + 1
+    w_out = (W - dw * (kw - 1) - 1) // sw + 1
+    sN, sC, sH, sW = padded.stride()
+    view = padded.as_strided((N, h_out, w_out, C, kh, kw), (sN, sH * sh, sW * sw, sC, sH * dh, sW * dw))
+    return view.reshape(N * h_out * w_out, C * kh * kw), h_out, w_out
 
 
 class ApproxConv2d(ApproxMixin, nn.Conv2d):
@@ -428,19 +448,16 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
         ph, pw = self.padding
         # pad with the zero point: the padded taps are exactly x = 0, as in a float convolution
         padded = F.pad(qx - z_x, (pw, pw, ph, ph)) + z_x
-        cols = F.unfold(padded, self.kernel_size, dilation=self.dilation, stride=self.stride)  # (N, C*kh*kw, L)
-        N, L = x.shape[0], cols.shape[2]
-        h_out = (x.shape[2] + 2 * ph - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        w_out = L // h_out
+        cols, h_out, w_out = patches(padded, self.kernel_size, self.stride, self.dilation)  # (N*L, C*kh*kw)
+        N = x.shape[0]
         G = self.groups
         Kg = cols.shape[1] // G
         Og = self.out_channels // G
         outs = []
         for g in range(G):
-            cg = cols[:, g * Kg:(g + 1) * Kg].transpose(1, 2).reshape(N * L, Kg)
             wg = qw[g * Og:(g + 1) * Og].reshape(Og, Kg)
-            y = self.approx_matmul(cg, wg, s_x, z_x, s_w, z_w)
-            outs.append(y.reshape(N, L, Og).transpose(1, 2))
+            y = self.approx_matmul(cols[:, g * Kg:(g + 1) * Kg], wg, s_x, z_x, s_w, z_w)
+            outs.append(y.reshape(N, h_out * w_out, Og).transpose(1, 2))
         y = torch.cat(outs, 1).to(x.dtype).reshape(N, self.out_channels, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)

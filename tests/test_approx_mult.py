@@ -280,6 +280,25 @@ def test_ste_gradient_is_the_exact_product_gradient():
     assert torch.allclose(gw, g.t() @ (qx.detach() * s_x), atol=1e-4)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_ste_conv_gradients_equal_float_conv_of_quantized_operands(groups):
+    mult = LutMultiplier(exact_lut(8, False), grad="ste")
+    torch.manual_seed(12)
+    layer = ApproxConv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=groups, mult=mult)
+    x = torch.randn(2, 4, 9, 9)
+    gx, gw, gb = grads_of(layer, x)
+    qx, s_x, z_x = layer.quantize_input(x)
+    qw, s_w, z_w = layer.quantize_weight()
+    xq = ((qx - z_x) * s_x).detach().requires_grad_(True)
+    wq = ((qw - z_w) * s_w).detach().requires_grad_(True)
+    bias = layer.bias.detach().clone().requires_grad_(True)
+    y = F.conv2d(xq, wq, bias, stride=2, padding=1, dilation=2, groups=groups)
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(gx, xq.grad, atol=1e-5)
+    assert torch.allclose(gw, wq.grad, atol=1e-4)
+    assert torch.allclose(gb, bias.grad, atol=1e-5)
+
+
 @needs_fixtures
 def test_file_gradient_luts_drive_the_backward():
     mult = LutMultiplier(MULT77, grad="lut")
