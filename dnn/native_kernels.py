@@ -23,13 +23,19 @@ SLACK = 256  # spare elements after each padded image, so 8-lane vectors may rea
 SOURCE = r"""
 /* Compiled CPU kernels for the AdderNet layers (see dnn/adder_ops.py for the definitions and torch references).
  *
- * All images are zero- (or pad-index-) padded by the caller and carry at least SLACK spare elements at the end, so a
- * kernel may read a full 8-lane vector past the last valid pixel of a row; those lanes are computed and dropped.
+ * All images are zero- (or pad-index-) padded by the caller and carry SLACK spare elements at the end, so a kernel
+ * may read whole 8-lane vectors past the last valid pixel of a row; those lanes are computed and dropped.
  * Vectors use GCC vector extensions, so the file builds for whatever SIMD width -march=native offers.
+ * Table kernels work on tiles of output pixels one input channel at a time, so the channel's tables (kh*kw*V*Op
+ * floats) stay in L2 while a tile's accumulators stay in L1/L2.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
@@ -38,12 +44,18 @@ static inline v8 vload(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v8 vsplat(float a) { return (v8){a, a, a, a, a, a, a, a}; }
 static inline v8 vabs(v8 v) { return (v8)((vi8)v & 0x7fffffff); }
+#if defined(__AVX__)
+static inline v8 vclamp1(v8 v) {
+    return (v8)_mm256_min_ps(_mm256_max_ps((__m256)v, _mm256_set1_ps(-1.0f)), _mm256_set1_ps(1.0f));
+}
+#else
 static inline v8 vselect(vi8 mask, v8 a, v8 b) { return (v8)(((vi8)a & mask) | ((vi8)b & ~mask)); }
 static inline v8 vclamp1(v8 v) {
     const v8 one = vsplat(1.0f), neg = vsplat(-1.0f);
     v = vselect(v > one, one, v);
     return vselect(v < neg, neg, v);
 }
+#endif
 static inline v8 vgather(const float *p, int step) {
     v8 v;
     for (int t = 0; t < 8; t++) v[t] = p[(long)t * step];
@@ -88,11 +100,24 @@ void l1_forward_f32(const float *xp, const float *wt, float *out, int N, int C, 
     }
 }
 
+/* One stretch of 8*NQ output pixels of the HardTanh input gradient: s[q] = sum_o g[o, pixels] * clamp(w[o] - x). */
+static inline __attribute__((always_inline)) void l1_grad_span(const float *x, int sw, const float *wrow,
+                                                               const float *gp, long gstride, int O, float *dst,
+                                                               int lanes, const int NQ) {
+    v8 xv[4], s[4];
+    for (int q = 0; q < NQ; q++) { xv[q] = vrow(x + (long)8 * q * sw, sw); s[q] = vsplat(0.0f); }
+    for (int o = 0; o < O; o++, gp += gstride) {
+        const v8 wv = vsplat(wrow[o]);
+        for (int q = 0; q < NQ; q++) s[q] += vload(gp + 8 * q) * vclamp1(wv - xv[q]);
+    }
+    for (int l = 0; l < lanes; l++) dst[(long)l * sw] += s[l / 8][l % 8];
+}
+
 /* gxp[n,c,h,w] += sum over the (o, oh, ow, i, j) reading that pixel of g[n,o,oh,ow] * clamp(w[o,c,i,j] - x, -1, 1).
  * wk is the weight transposed to (K, O); g is (N, O, Ho, Wo) with slack; gxp is zeroed (N, C, Hp, Wp). */
 void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *gxp, int N, int C, int Hp, int Wp,
                        int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
-    const long tasks = (long)N * C;
+    const long tasks = (long)N * C, plane = (long)Ho * Wo;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < tasks; t++) {
         const int n = (int)(t / C), c = (int)(t % C);
@@ -101,74 +126,83 @@ void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *
                 const float *wrow = wk + (((long)c * kh + i) * kw + j) * O;
                 for (int oh = 0; oh < Ho; oh++) {
                     const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp + (long)j * dw;
-                    for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
-                        const v8 x = vrow(xp + base + (long)ow0 * sw, sw);
-                        v8 s = vsplat(0.0f);
+                    for (int ow0 = 0; ow0 < Wo; ow0 += 32) {
+                        const int lanes = Wo - ow0 < 32 ? Wo - ow0 : 32;
+                        const float *x = xp + base + (long)ow0 * sw;
                         const float *gp = g + ((long)n * O * Ho + oh) * Wo + ow0;
-                        for (int o = 0; o < O; o++, gp += (long)Ho * Wo)
-                            s += vload(gp) * vclamp1(vsplat(wrow[o]) - x);
-                        const int lanes = Wo - ow0 < 8 ? Wo - ow0 : 8;
                         float *dst = gxp + base + (long)ow0 * sw;
-                        for (int l = 0; l < lanes; l++) dst[(long)l * sw] += s[l];
+                        if (lanes > 16) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 4);
+                        else if (lanes > 8) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 2);
+                        else l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 1);
                     }
                 }
             }
     }
 }
 
+/* Rows of output per tile so that a tile holds about 512 pixels. */
+static inline int tile_rows(int Wo) { int r = 512 / (Wo > 0 ? Wo : 1); return r < 1 ? 1 : r; }
+
 /* out[n,oh,ow,o] = sum_{c,i,j} tab[k, ip[n,c,oh*sh+i*dh,ow*sw+j*dw], o] with k = (c*kh+i)*kw+j.
- * tab is (K, V, Op) with Op a multiple of 8; out is (N, Ho, Wo, Op). */
+ * tab is (K, V, Op) with Op a multiple of 8; out is (N, Ho, Wo, Op) and serves as the accumulator. */
 void table_forward_f32(const int32_t *ip, const float *tab, float *out, int N, int C, int Hp, int Wp, int V, int Op,
                        int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
-    const long tasks = (long)N * Ho;
+    const int RB = tile_rows(Wo), blocks = (Ho + RB - 1) / RB;
+    const long tasks = (long)N * blocks;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < tasks; t++) {
-        const int n = (int)(t / Ho), oh = (int)(t % Ho);
-        for (int ow = 0; ow < Wo; ow++)
-            for (int o0 = 0; o0 < Op; o0 += 64) {
-                const int nv = (Op - o0 < 64 ? Op - o0 : 64) / 8;
-                v8 acc[8];
-                for (int q = 0; q < 8; q++) acc[q] = vsplat(0.0f);
-                long k = 0;
-                for (int c = 0; c < C; c++)
-                    for (int i = 0; i < kh; i++) {
-                        const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
-                                              + (long)ow * sw;
-                        for (int j = 0; j < kw; j++, k++) {
-                            const float *row = tab + (k * V + irow[(long)j * dw]) * Op + o0;
-                            for (int q = 0; q < nv; q++) acc[q] += vload(row + 8 * q);
+        const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
+        const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
+        memset(out + ((long)n * Ho + oh0) * Wo * Op, 0, sizeof(float) * (long)(oh1 - oh0) * Wo * Op);
+        for (int c = 0; c < C; c++)
+            for (int oh = oh0; oh < oh1; oh++)
+                for (int ow = 0; ow < Wo; ow++)
+                    for (int o0 = 0; o0 < Op; o0 += 64) {
+                        const int nv = (Op - o0 < 64 ? Op - o0 : 64) / 8;
+                        float *dst = out + (((long)n * Ho + oh) * Wo + ow) * Op + o0;
+                        v8 acc[8];
+                        for (int q = 0; q < nv; q++) acc[q] = vload(dst + 8 * q);
+                        long k = (long)c * kh * kw;
+                        for (int i = 0; i < kh; i++) {
+                            const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                                  + (long)ow * sw;
+                            for (int j = 0; j < kw; j++, k++) {
+                                const float *row = tab + (k * V + irow[(long)j * dw]) * Op + o0;
+                                for (int q = 0; q < nv; q++) acc[q] += vload(row + 8 * q);
+                            }
                         }
+                        for (int q = 0; q < nv; q++) vstore(dst + 8 * q, acc[q]);
                     }
-                float *dst = out + (((long)n * Ho + oh) * Wo + ow) * Op + o0;
-                for (int q = 0; q < nv; q++) vstore(dst + 8 * q, acc[q]);
-            }
     }
 }
 
 /* gxp[n,c,h,w] += sum over the (oh, ow, i, j) reading that pixel of dot(gt[n,oh,ow,:], btab[k, ip[...], :]).
- * btab is (K, V, Op); gt is (N, Ho, Wo, Op); gxp is zeroed (N, C, Hp, Wp). */
+ * btab is (K, V, Op); gt is (N, Ho, Wo, Op); gxp is zeroed (N, C, Hp, Wp). Parallel over the batch only, since
+ * neighbouring tiles of one image write the same input pixels. */
 void table_input_grad_f32(const int32_t *ip, const float *btab, const float *gt, float *gxp, int N, int C, int Hp,
                           int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
                           int threads) {
+    const int RB = tile_rows(Wo);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int n = 0; n < N; n++)
-        for (int oh = 0; oh < Ho; oh++)
-            for (int ow = 0; ow < Wo; ow++) {
-                const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
-                long k = 0;
-                for (int c = 0; c < C; c++)
-                    for (int i = 0; i < kh; i++) {
-                        const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
-                                          + (long)ow * sw;
-                        for (int j = 0; j < kw; j++, k++) {
-                            const long pos = base + (long)j * dw;
-                            const float *row = btab + (k * V + ip[pos]) * Op;
-                            v8 s = vsplat(0.0f);
-                            for (int q = 0; q < Op; q += 8) s += vload(gv + q) * vload(row + q);
-                            gxp[pos] += vsum(s);
+        for (int oh0 = 0; oh0 < Ho; oh0 += RB)
+            for (int c = 0; c < C; c++)
+                for (int oh = oh0; oh < (oh0 + RB < Ho ? oh0 + RB : Ho); oh++)
+                    for (int ow = 0; ow < Wo; ow++) {
+                        const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
+                        long k = (long)c * kh * kw;
+                        for (int i = 0; i < kh; i++) {
+                            const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                              + (long)ow * sw;
+                            for (int j = 0; j < kw; j++, k++) {
+                                const long pos = base + (long)j * dw;
+                                const float *row = btab + (k * V + ip[pos]) * Op;
+                                v8 s = vsplat(0.0f);
+                                for (int q = 0; q < Op; q += 8) s += vload(gv + q) * vload(row + q);
+                                gxp[pos] += vsum(s);
+                            }
                         }
                     }
-            }
 }
 
 /* hbuf[thread][k, v, :] += gt[n,oh,ow,:] for every tap k of every output pixel reading row v; the caller sums
@@ -176,16 +210,20 @@ void table_input_grad_f32(const int32_t *ip, const float *btab, const float *gt,
 void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, int C, int Hp, int Wp, int V, int Op,
                        int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
     const long table = (long)C * kh * kw * V * Op;
+    const int RB = tile_rows(Wo), blocks = (Ho + RB - 1) / RB;
+    const long tasks = (long)N * blocks;
 #pragma omp parallel num_threads(threads)
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
         float *h = hbuf + tid * table;
-        for (int n = tid; n < N; n += nt)
-            for (int oh = 0; oh < Ho; oh++)
-                for (int ow = 0; ow < Wo; ow++) {
-                    const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
-                    long k = 0;
-                    for (int c = 0; c < C; c++)
+        for (long t = tid; t < tasks; t += nt) {
+            const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
+            const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
+            for (int c = 0; c < C; c++)
+                for (int oh = oh0; oh < oh1; oh++)
+                    for (int ow = 0; ow < Wo; ow++) {
+                        const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
+                        long k = (long)c * kh * kw;
                         for (int i = 0; i < kh; i++) {
                             const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
                                                   + (long)ow * sw;
@@ -194,7 +232,8 @@ void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, i
                                 for (int q = 0; q < Op; q += 8) vstore(row + q, vload(row + q) + vload(gv + q));
                             }
                         }
-                }
+                    }
+        }
     }
 }
 """

@@ -1,0 +1,201 @@
+"""Speed and memory of the AdderNet layers, printed as JSON.
+
+Every ratio is measured in this run as the median over interleaved pairs (baseline, candidate), so machine noise hits
+both sides alike. Targets (from the issue): exact Adder2d forward <= 5x nn.Conv2d; 8-bit LUT Adder2d forward <= 10x
+nn.Conv2d and >= 20x faster than a plain gather over every (x, w) pair; forward+backward <= 3x forward in both modes;
+peak memory of one training step of the seed-000 MNIST network at batch 128 < 1 GB in every mode (maxrss of a fresh
+subprocess per mode, or torch.cuda.max_memory_allocated on a GPU).
+
+    python benchmarks/bench_layers.py [--repeats 7] [--device cpu|cuda] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from circuits.generators import ripple_carry_adder  # noqa: E402
+from dnn import Adder2d, LutAdder, adaptive_lr_scale_, native_kernels, parse_arith, set_arith  # noqa: E402
+from dnn.arith import lut_gather_sums  # noqa: E402
+from dnn.quant import layer_scale, quantize  # noqa: E402
+from lutgen.lut import build_lut  # noqa: E402
+
+SHAPES = {
+    "mnist_16_32": dict(batch=64, cin=16, cout=32, size=28),
+    "resnet20_16_16": dict(batch=128, cin=16, cout=16, size=32),
+}
+MEMORY_MODES = ["float", "exact:8", "lut8:ste", "lut8:grad=lut", "cell:maj:k=8:width=32"]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, device):
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def paired(base, candidate, repeats, device):
+    """Median base time, median candidate time and median per-pair ratio candidate/base, interleaved."""
+    base(), candidate()  # warm up
+    pairs = [(_time(base, device), _time(candidate, device)) for _ in range(repeats)]
+    return {"base_ms": round(1e3 * statistics.median(p[0] for p in pairs), 3),
+            "candidate_ms": round(1e3 * statistics.median(p[1] for p in pairs), 3),
+            "ratio": round(statistics.median(p[1] / p[0] for p in pairs), 3)}
+
+
+def demo_lut(bits=8):
+    """An 8-bit adder LUT with approximate low cells, standing in for a file from `axnet simulate`."""
+    return build_lut(ripple_carry_adder(bits, "ama2", 3))
+
+
+def reference_forward(x, weight):
+    """The original AdderNet implementation's approach: materialise (Cout, K, N*L) and reduce it."""
+    n, _, h, w = x.shape
+    cols = nn.functional.unfold(x, 3, padding=1).transpose(0, 1).reshape(weight[0].numel(), -1)  # K, N*L
+    out = -(cols.unsqueeze(0) - weight.reshape(weight.shape[0], -1, 1)).abs().sum(1)
+    return out.view(weight.shape[0], n, h, w).transpose(0, 1)
+
+
+def layer_benchmarks(name, shape, repeats, device, lut):
+    torch.manual_seed(0)
+    x = torch.randn(shape["batch"], shape["cin"], shape["size"], shape["size"], device=device)
+    conv = nn.Conv2d(shape["cin"], shape["cout"], 3, padding=1, bias=False).to(device)
+    adder = Adder2d(shape["cin"], shape["cout"], 3, padding=1).to(device)
+    lut_arith = LutAdder(lut)
+    result = {"shape": shape}
+
+    def conv_fwd():
+        with torch.no_grad():
+            conv(x)
+
+    def adder_fwd(arith):
+        def run():
+            adder.arith = arith
+            with torch.no_grad():
+                adder(x)
+        return run
+
+    def adder_step(arith):
+        xr = x.clone().requires_grad_(True)
+
+        def run():
+            adder.arith = arith
+            adder.weight.grad = None
+            adder(xr).sum().backward()
+        return run
+
+    result["exact_fwd_vs_conv"] = paired(conv_fwd, adder_fwd(None), repeats, device)
+    result["lut8_fwd_vs_conv"] = paired(conv_fwd, adder_fwd(lut_arith), repeats, device)
+    result["exact_fwd_bwd_vs_fwd"] = paired(adder_fwd(None), adder_step(None), repeats, device)
+    result["lut8_ste_fwd_bwd_vs_fwd"] = paired(adder_fwd(lut_arith), adder_step(lut_arith), repeats, device)
+    lut_grad = LutAdder(lut, grad="lut", half_window=2)
+    result["lut8_gradlut_fwd_bwd_vs_fwd"] = paired(adder_fwd(lut_grad), adder_step(lut_grad), repeats, device)
+    step = layer_scale(x, adder.weight, None) / lut_arith.qmax
+    xq, wq = quantize(x, step, lut_arith.qmax), quantize(adder.weight.detach(), step, lut_arith.qmax)
+    geom = adder.geometry
+    gather_reps = max(2, repeats // 3)
+    result["lut8_gather_vs_table"] = paired(lambda: lut_arith.abs_sums(xq, wq, geom),
+                                            lambda: lut_gather_sums(lut.table, 8, xq, wq, geom), gather_reps, device)
+    small = x[:8]
+    result["reference_impl_vs_conv_batch8"] = paired(
+        lambda: conv(small).detach(), lambda: reference_forward(small, adder.weight.detach()), gather_reps, device)
+    return result
+
+
+def mnist_net(arith):
+    """The seed-000 network: two 3x3 adder layers 1->16->32 with BN+ReLU, adaptive average pool, linear 32->10."""
+    model = nn.Sequential(Adder2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          Adder2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    set_arith(model, arith)
+    return model
+
+
+def arith_for_mode(mode, lut):
+    if mode == "lut8:ste":
+        return LutAdder(lut)
+    if mode == "lut8:grad=lut":
+        return LutAdder(lut, grad="lut", half_window=2)
+    return parse_arith(mode)
+
+
+def memory_child(mode, device):
+    """One training step of the MNIST network at batch 128 in `mode`; prints peak memory as JSON."""
+    torch.manual_seed(0)
+    model = mnist_net(arith_for_mode(mode, demo_lut())).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(128, 1, 28, 28, device=device)
+    target = torch.randint(0, 10, (128,), device=device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    loss = nn.functional.cross_entropy(model(x), target)
+    loss.backward()
+    adaptive_lr_scale_(model)
+    optimizer.step()
+    _sync(device)
+    out = {"mode": mode, "step_s": round(time.perf_counter() - start, 3), "maxrss_mb_before_step": round(before, 1),
+           "maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
+
+
+def memory_benchmarks(device):
+    results = []
+    for mode in MEMORY_MODES:
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", mode, "--device", str(device)],
+                              capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            results.append({"mode": mode, "error": proc.stderr.strip().splitlines()[-1:]})
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["under_1GB"] = (row.get("cuda_peak_mb", row["maxrss_mb"])) < 1024
+        results.append(row)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, first shape only, no memory runs")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if args.memory_child:
+        memory_child(args.memory_child, device)
+        return
+    repeats = 3 if args.quick else args.repeats
+    lut = demo_lut()
+    report = {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "native_kernels": native_kernels.available() if device.type == "cpu" else None,
+              "native_error": native_kernels.error() if device.type == "cpu" else None, "layers": {}}
+    for name, shape in SHAPES.items():
+        report["layers"][name] = layer_benchmarks(name, shape, repeats, device, lut)
+        if args.quick:
+            break
+    if not args.quick:
+        report["mnist_train_step_memory"] = memory_benchmarks(device)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
