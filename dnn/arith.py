@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from circuits.errors import AxnetError
-from dnn import adder_ops
+from dnn import adder_ops, native_kernels
 from dnn.quant import check_finite, integer_range, layer_scale, quantize
 
 FLOAT32_EXACT = 1 << 24  # integer sums below this are exact in float32
@@ -330,6 +330,10 @@ class CellAdder(_TableAdder):
     def abs_sums(self, xq, wq, geom):
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
+        if self.approx_bits == 0:  # exact addition, and the operand range rules out overflow: |w - x| exactly
+            return ExactInt(self.bits).abs_sums(xq, wq, geom)
+        if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
+            return native_kernels.cell_forward(xq, wq, geom, self.chunks, self.approx_bits, self.bits)
         return self.pairwise_sums(xq, wq, geom)
 
     def pairwise_sums(self, xq, wq, geom):

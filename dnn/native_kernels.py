@@ -236,6 +236,56 @@ void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, i
         }
     }
 }
+
+/* Sum over each patch of |d| for a width-bit (<= 32) ripple-carry adder whose low `approx_bits` cells are given by
+ * chained tables: d = add(a, b) read as signed, a = w pattern (wk, (O, K)), b = -x pattern (bp, padded image).
+ * Chunk c covers bits [off[c], off[c]+bits[c]) with table tabs[start[c] + ((carry << 2m) | (a_m << m) | b_m)] =
+ * s_m | (cout << m). out is (N, O, Ho, Wo) float64 (exact: the sums are below 2^53). */
+void cell_forward_i64(const int64_t *bp, const int64_t *wk, double *out, int N, int C, int Hp, int Wp, int O, int kh,
+                      int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, const int64_t *tabs, const int *off,
+                      const int *bits, const long *start, int nchunks, int approx_bits, int width, int threads) {
+    const long K = (long)C * kh * kw;
+    const int64_t mask = (width >= 63) ? -1 : (((int64_t)1 << width) - 1), half = (int64_t)1 << (width - 1);
+    const long tasks = (long)N * Ho;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t *col = (int64_t *)malloc(sizeof(int64_t) * K);
+#pragma omp for schedule(static)
+        for (long t = 0; t < tasks; t++) {
+            const int n = (int)(t / Ho), oh = (int)(t % Ho);
+            for (int ow = 0; ow < Wo; ow++) {
+                long k = 0;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < kh; i++)
+                        for (int j = 0; j < kw; j++, k++)
+                            col[k] = bp[(((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                        + (long)ow * sw + (long)j * dw];
+                for (int o = 0; o < O; o++) {
+                    const int64_t *a = wk + (long)o * K;
+                    int64_t total = 0;
+                    for (long q = 0; q < K; q++) {
+                        const int64_t av = a[q], bv = col[q];
+                        int64_t carry = 0, low = 0;
+                        for (int ch = 0; ch < nchunks; ch++) {
+                            const int m = bits[ch];
+                            const int64_t mm = ((int64_t)1 << m) - 1;
+                            const int64_t e = tabs[start[ch] + ((carry << (2 * m)) | (((av >> off[ch]) & mm) << m)
+                                                                | ((bv >> off[ch]) & mm))];
+                            low |= (e & mm) << off[ch];
+                            carry = e >> m;
+                        }
+                        int64_t word = ((((av >> approx_bits) + (bv >> approx_bits) + carry) << approx_bits) | low)
+                                       & mask;
+                        if (word >= half) word -= (int64_t)1 << width;
+                        total += word < 0 ? -word : word;
+                    }
+                    out[(((long)n * O + o) * Ho + oh) * Wo + ow] = (double)total;
+                }
+            }
+        }
+        free(col);
+    }
+}
 """
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
@@ -293,7 +343,7 @@ def load():
         _STATE["error"] = str(exc)
         return None
     for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_input_grad_f32",
-                 "table_scatter_f32"):
+                 "table_scatter_f32", "cell_forward_i64"):
         getattr(lib, name).restype = None
     _STATE["lib"] = lib
     return lib
@@ -435,3 +485,28 @@ def table_scatter(index, grad_out, geom, pad_index, values):
     lib.table_scatter_f32(_ptr(flat), _ptr(g), _ptr(hbuf), *_ints(n, c, image.shape[2], image.shape[3], values, width),
                           *_geometry_args(geom, ho, wo), ctypes.c_int(threads))
     return hbuf.sum(0)[..., :o]
+
+
+def cell_forward(xq, wq, geom, chunks, approx_bits, width):
+    """Compiled per-pair sums of |add(w, -x)| for a ripple of cells (width <= 32), (N, O, Ho, Wo) float64."""
+    lib = load()
+    n, c, h, w = xq.shape
+    o = wq.shape[0]
+    ho, wo = geom.output_size(h, w)
+    mask = (1 << width) - 1
+    flat, image = _padded((-xq).to(torch.int64) & mask, geom, 0, torch.int64)
+    wk = (wq.reshape(o, -1).to(torch.int64) & mask).contiguous()
+    tables = [table.to(torch.int64) for _, _, table in chunks]
+    tabs = torch.cat(tables) if tables else torch.zeros(1, dtype=torch.int64)
+    starts = [0]
+    for table in tables[:-1]:
+        starts.append(starts[-1] + table.numel())
+    count = max(1, len(chunks))
+    offsets = (ctypes.c_int * count)(*[off for off, _, _ in chunks])
+    bits = (ctypes.c_int * count)(*[m for _, m, _ in chunks])
+    begins = (ctypes.c_long * count)(*starts[:len(chunks)])
+    out = torch.empty(n, o, ho, wo, dtype=torch.float64)
+    lib.cell_forward_i64(_ptr(flat), _ptr(wk), _ptr(out), *_ints(n, c, image.shape[2], image.shape[3], o),
+                         *_geometry_args(geom, ho, wo), _ptr(tabs), offsets, bits, begins, ctypes.c_int(len(chunks)),
+                         ctypes.c_int(approx_bits), ctypes.c_int(width), ctypes.c_int(torch.get_num_threads()))
+    return out

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from circuits.errors import AxnetError
 from circuits.generators import ripple_carry_adder
 from circuits.library import cell_truth_table
-from dnn import Adder2d, AdderLinear, CellAdder, ExactInt, LutAdder, parse_arith, set_arith
+from dnn import Adder2d, AdderLinear, CellAdder, ExactInt, LutAdder, native_kernels, parse_arith, set_arith
 from dnn.adder_ops import Geometry
 from dnn.arith import lut_gather_sums, ripple_add, ripple_tables
 from dnn.quant import integer_range
@@ -84,7 +84,8 @@ def _quantized_pair(seed, qmax, shape=(2, 2, 5, 6), out=3, kernel=3):
     return xq, wq
 
 
-@pytest.mark.parametrize("width, cell, k", [(32, "ama2", 9), (32, "maj", 24), (32, "ama5", 0), (10, "ama4", 6)])
+@pytest.mark.parametrize("width, cell, k", [(32, "ama2", 9), (32, "maj", 24), (32, "ama5", 0), (32, "ama1", 32),
+                                           (10, "ama4", 6), (20, "ama3", 17)])
 def test_cell_adder_layer_sums_equal_python_ripple(width, cell, k):
     adder = CellAdder(cell, k, width)
     rows = cell_truth_table(cell)
@@ -92,9 +93,11 @@ def test_cell_adder_layer_sums_equal_python_ripple(width, cell, k):
     xq, wq = _quantized_pair(7, adder.qmax)
     mask = (1 << width) - 1
     expected = slow_sums(xq, wq, geom, lambda w, x: signed(python_ripple(w & mask, -x & mask, rows, k, width), width))
-    assert torch.equal(adder.abs_sums(xq, wq, geom).long(), expected)
-    if adder.diff is not None:  # the narrow adder's folded path and the per-pair path agree
-        assert torch.equal(adder.pairwise_sums(xq, wq, geom).long(), expected)
+    assert torch.equal(adder.abs_sums(xq, wq, geom).long(), expected)  # folded, compiled or exact path
+    assert torch.equal(adder.pairwise_sums(xq, wq, geom).long(), expected)  # the torch per-pair path
+    if width <= 32 and native_kernels.available():
+        compiled = native_kernels.cell_forward(xq, wq, geom, adder.chunks, k, width)
+        assert torch.equal(compiled.long(), expected)
 
 
 @settings(max_examples=10, deadline=None)
