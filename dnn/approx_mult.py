@@ -196,14 +196,24 @@ def fold_block(table, iw_block):
     return table.reshape(-1)[index.reshape(kb * Na, O)]
 
 
-def flat_rows(ix_block, Na):
-    """Row of the folded table for each (m, k): k * Na + ix[m, k]."""
+def flat_rows(ix_block, Na, shift=0):
+    """Row of the folded table for each (m, k): k * Na + ix[m, k] + shift, as int64.
+
+    `ix_block` may be a long tensor or a float tensor holding integers (the quantized values themselves, with
+    `shift` = -qmin), so no full-size index tensor needs to exist beside the quantized activations.
+    """
     kb = ix_block.shape[1]
-    return ix_block + torch.arange(kb, device=ix_block.device).mul_(Na)
+    if ix_block.is_floating_point() and ix_block.dtype != torch.float64:
+        ix_block = ix_block.to(torch.float32)  # exact for every row index of a block (< 2^24)
+    offsets = torch.arange(kb, device=ix_block.device, dtype=ix_block.dtype) * Na + shift
+    return (ix_block + offsets).to(torch.int64)
 
 
-def lut_accumulate(ix, iw, values, max_abs):
-    """acc[m, o] = sum_k values[ix[m, k], iw[o, k]] exactly, as float64 (M, O); ix, iw are long index tensors."""
+def lut_accumulate(ix, iw, values, max_abs, shift=0):
+    """acc[m, o] = sum_k values[ix[m, k] + shift, iw[o, k]] exactly, as float64 (M, O).
+
+    iw is a long index tensor; ix a long tensor, or a float tensor of integers moved to indices by `shift`.
+    """
     M, K = ix.shape
     O = iw.shape[0]
     Na = values.shape[0]
@@ -211,7 +221,7 @@ def lut_accumulate(ix, iw, values, max_abs):
     acc = None
     for k0 in range(0, K, kb):
         table = fold_block(values, iw[:, k0:k0 + kb])
-        part = F.embedding_bag(flat_rows(ix[:, k0:k0 + kb], Na), table, mode="sum").to(torch.float64)
+        part = F.embedding_bag(flat_rows(ix[:, k0:k0 + kb], Na, shift), table, mode="sum").to(torch.float64)
         acc = part if acc is None else acc.add_(part)
     return acc
 
@@ -228,7 +238,7 @@ def reference_accumulate(ix, iw, values, rows_per_step=256):
     return torch.cat(out) if out else torch.zeros(0, iw.shape[0], dtype=torch.int64)
 
 
-def lut_grad_a(ix, iw, g, grad_a):
+def lut_grad_a(ix, iw, g, grad_a, shift=0):
     """dL/dq_x[m, k] = sum_o g[m, o] * dAM/dA(q_x[m, k], q_w[o, k]): rows of folded gradient tables, dotted with g."""
     M, K = ix.shape
     O = iw.shape[0]
@@ -237,7 +247,7 @@ def lut_grad_a(ix, iw, g, grad_a):
     kb = max(1, min(K, TABLE_BLOCK // max(Na * O, 1)))
     for k0 in range(0, K, kb):
         table = fold_block(grad_a, iw[:, k0:k0 + kb])
-        rows = flat_rows(ix[:, k0:k0 + kb], Na)
+        rows = flat_rows(ix[:, k0:k0 + kb], Na, shift)
         width = rows.shape[1]
         mb = max(1, GATHER_BLOCK // max(width * O, 1))
         for m0 in range(0, M, mb):
@@ -256,7 +266,7 @@ def scatter_rows(rows, g, n_rows):
     return F.embedding_bag(source, g, offsets, mode="sum")
 
 
-def lut_grad_b(ix, iw, g, grad_b):
+def lut_grad_b(ix, iw, g, grad_b, shift=0):
     """dL/dq_w[o, k] = sum_m g[m, o] * dAM/dB(q_x[m, k], q_w[o, k]).
 
     The output gradient is first scattered into per-position tables G[k, v, o] = sum over m with q_x[m, k] = v of
@@ -268,7 +278,7 @@ def lut_grad_b(ix, iw, g, grad_b):
     out = torch.empty(O, K, dtype=torch.float32, device=ix.device)
     kb = max(1, min(K, TABLE_BLOCK // max(Na * O, 1)))
     for k0 in range(0, K, kb):
-        rows = flat_rows(ix[:, k0:k0 + kb], Na)
+        rows = flat_rows(ix[:, k0:k0 + kb], Na, shift)
         width = rows.shape[1]
         scattered = scatter_rows(rows, g, width * Na)
         slope = fold_block(grad_b, iw[:, k0:k0 + kb])  # (kb * Na, O)
@@ -283,10 +293,9 @@ class LutProduct(torch.autograd.Function):
     def forward(ctx, qx, qw, mult):
         qmin_a, _ = mult.qrange(0)
         qmin_b, _ = mult.qrange(1)
-        ix = (qx.detach() - qmin_a).to(torch.int64)
         iw = (qw.detach() - qmin_b).to(torch.int64)
         tables = mult.tables(qx.device)
-        acc = lut_accumulate(ix, iw, tables["values"], mult.max_abs)
+        acc = lut_accumulate(qx.detach(), iw, tables["values"], mult.max_abs, shift=-qmin_a)
         ctx.mult = mult
         ctx.dtypes = (qx.dtype, qw.dtype)
         ctx.save_for_backward(qx.detach(), qw.detach())
@@ -306,12 +315,12 @@ class LutProduct(torch.autograd.Function):
                 gw = g.t() @ qx.to(torch.float32)
         else:
             tables = mult.tables(qx.device)
-            ix = (qx - mult.qrange(0)[0]).to(torch.int64)
+            shift = -mult.qrange(0)[0]
             iw = (qw - mult.qrange(1)[0]).to(torch.int64)
             if need_x:
-                gx = lut_grad_a(ix, iw, g, tables["grad_a"])
+                gx = lut_grad_a(qx, iw, g, tables["grad_a"], shift)
             if need_w:
-                gw = lut_grad_b(ix, iw, g, tables["grad_b"])
+                gw = lut_grad_b(qx, iw, g, tables["grad_b"], shift)
         gx = gx.to(ctx.dtypes[0]) if gx is not None else None
         gw = gw.to(ctx.dtypes[1]) if gw is not None else None
         return gx, gw, None

@@ -98,6 +98,9 @@ def test_lut_accumulate_equals_elementwise_gather(M, K, O, na, nb, big, seed):
     slow = reference_accumulate(ix, iw, values)
     assert fast.dtype == torch.float64
     assert torch.equal(fast.to(torch.int64), slow)
+    # the layers pass quantized values as floats and shift them to indices (signed: shift = -qmin)
+    shifted = lut_accumulate((ix - 7).to(torch.float32), iw, table, max_abs, shift=7)
+    assert torch.equal(shifted, fast)
 
 
 @settings(max_examples=15, deadline=None)
