@@ -520,6 +520,40 @@ def set_mult(model, mult):
     return len(layers)
 
 
+def parse_mult(text):
+    """A multiplier from a CLI string: float | lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed].
+
+    Returns None for "float". grad defaults to "lut" when a half window w is given, else "ste".
+    """
+    text = str(text).strip()
+    kind, _, rest = text.partition(":")
+    if kind == "float" and not rest:
+        return None
+    usage = f"--mult '{text}': expected float or lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed]"
+    if kind != "lut" or not rest:
+        raise AxnetError(usage)
+    parts = rest.split(":")
+    keys = ("grad", "w", "mode")
+    tail = 0
+    while tail < len(parts) - 1 and parts[-1 - tail].partition("=")[0] in keys:
+        tail += 1
+    path = ":".join(parts[:len(parts) - tail])
+    options = {}
+    for part in parts[len(parts) - tail:]:
+        key, _, value = part.partition("=")
+        if key in options or not value:
+            raise AxnetError(usage)
+        options[key] = value
+    half_window = None
+    if "w" in options:
+        try:
+            half_window = int(options["w"])
+        except ValueError:
+            raise AxnetError(f"--mult '{text}': w must be an integer half window") from None
+    grad = options.get("grad", "lut" if half_window is not None else "ste")
+    return LutMultiplier(path, mode=options.get("mode"), grad=grad, half_window=half_window)
+
+
 # ---- calibration ---------------------------------------------------------------------------------------------------
 
 

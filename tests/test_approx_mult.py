@@ -10,9 +10,9 @@ from torch import nn
 
 from circuits.errors import AxnetError
 from dnn.approx_mult import (ApproxConv2d, ApproxLinear, LutMultiplier, LutProduct, calibrate_mult,
-                             clear_calibration, lut_accumulate, lut_grad_a, lut_grad_b, reference_accumulate,
-                             set_mult)
-from lutgen.formats import load_lut, write_adapt_header
+                             clear_calibration, lut_accumulate, lut_grad_a, lut_grad_b, parse_mult,
+                             reference_accumulate, set_mult)
+from lutgen.formats import save_npz, write_adapt_header
 from lutgen.lut import Lut, pattern_values
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "appmult"
@@ -388,3 +388,19 @@ def test_non_finite_input_is_a_clear_error():
         lin(torch.tensor([[1.0, float("inf"), 0.0]]))
     with pytest.raises(AxnetError, match="no approximate-multiplier layer"):
         calibrate_mult(nn.Linear(2, 2), [torch.zeros(1, 2)])
+
+
+def test_parse_mult_reads_the_cli_syntax(tmp_path):
+    path = tmp_path / "exact6.npz"
+    save_npz(exact_lut(6, False), path)
+    assert parse_mult("float") is None
+    m = parse_mult(f"lut:{path}")
+    assert (m.mode, m.grad, m.widths) == ("unsigned", "ste", [6, 6])
+    m = parse_mult(f"lut:{path}:w=2:mode=unsigned")
+    assert (m.grad, m.half_window) == ("lut", 2) and m.grad_a.shape == (64, 64)
+    with pytest.raises(AxnetError, match="--mult 'lut'"):
+        parse_mult("lut")
+    with pytest.raises(AxnetError, match="w must be an integer"):
+        parse_mult(f"lut:{path}:w=two")
+    with pytest.raises(AxnetError, match="mode 'signed' does not match"):
+        parse_mult(f"lut:{path}:mode=signed")
