@@ -20,6 +20,8 @@ bit-sliced planes summed with popcounts), so a 16-bit adder's 2^32 combinations 
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from circuits.errors import AxnetError
@@ -180,6 +182,24 @@ def error_metrics(lut, reference="add"):
 # Bit-sliced arithmetic on planes (lists of uint64 arrays, LSB first)
 # ---------------------------------------------------------------------------------------------------------------
 
+class _Arena:
+    """One thread's scratch planes, reused block after block: `planes(tag, n)` returns the same arrays each time."""
+
+    def __init__(self, words):
+        self.words = words
+        self._bufs = {}
+        self.counts = np.empty(words, dtype=np.uint8)
+
+    def planes(self, tag, n=1):
+        bufs = self._bufs.get(tag)
+        if bufs is None or len(bufs) < n:
+            bufs = self._bufs[tag] = [np.empty(self.words, dtype=np.uint64) for _ in range(n)]
+        return bufs[:n]
+
+    def plane(self, tag):
+        return self.planes(tag, 1)[0]
+
+
 def _extend(planes, width, signed, zero):
     """Planes widened to `width` by sign extension (repeat the top plane) or zeros."""
     planes = list(planes)
@@ -187,55 +207,91 @@ def _extend(planes, width, signed, zero):
     return planes + [fill] * (width - len(planes))
 
 
-def _add_planes(x, y, carry=None):
-    """Sum of two equal-length plane lists modulo 2^len, with an optional carry-in plane."""
-    out = []
-    for xi, yi in zip(x, y):
-        t = xi ^ yi
-        if carry is None:
-            out.append(t)
-            carry = xi & yi
+def _add_planes(arena, x, y, out, carry=None, invert_y=False):
+    """out = x + y (+ carry plane) modulo 2^len(out), ripple-carry on planes with out= buffers.
+
+    `out` may be `x` itself (accumulate in place). With invert_y the sum is x + NOT y, so with carry = ones it is
+    x - y.
+    """
+    t, g, c, ny = arena.plane("add_t"), arena.plane("add_g"), arena.plane("add_c"), arena.plane("add_ny")
+    live = carry is not None
+    if live:
+        np.copyto(c, carry)
+    n = len(out)
+    for i in range(n):
+        xi, yi, o = x[i], y[i], out[i]
+        if invert_y:
+            yi = np.invert(yi, out=ny)
+        last = i == n - 1
+        if live:
+            if not last:
+                np.bitwise_and(xi, yi, out=g)
+            np.bitwise_xor(xi, yi, out=t)
+            np.bitwise_xor(t, c, out=o)
+            if not last:
+                np.bitwise_and(t, c, out=c)
+                np.bitwise_or(c, g, out=c)
         else:
-            out.append(t ^ carry)
-            carry = (xi & yi) | (t & carry)
+            if not last:
+                np.bitwise_and(xi, yi, out=c)
+            np.bitwise_xor(xi, yi, out=o)
+            live = not last
     return out
 
 
-def _negate_add(x, y, ones):
-    """x - y modulo 2^len as x + NOT y + 1."""
-    return _add_planes(x, [~yi for yi in y], ones)
-
-
-def _mul_planes(x, y, width, zero):
-    """Product of two plane lists modulo 2^width (shift-and-add of partial products)."""
-    acc = [zero] * width
-    for i, yi in enumerate(y[:width]):
-        row = [zero] * i + [xj & yi for xj in x[: width - i]]
-        row += [zero] * (width - len(row))
-        acc = _add_planes(acc, row)
+def _mul_planes(arena, x, y, width, zero):
+    """Product of two plane lists modulo 2^width: shift-and-add of partial-product rows, accumulated in place."""
+    acc = arena.planes("mul_acc", width)
+    row = arena.planes("mul_row", width)
+    for k in range(width):
+        np.bitwise_and(x[k], y[0], out=acc[k])
+    for i in range(1, min(width, len(y))):
+        for k in range(i, width):
+            np.bitwise_and(x[k - i], y[i], out=row[k])
+        _add_planes(arena, acc[i:], row[i:], acc[i:])
     return acc
 
 
-def _abs_planes(d):
-    """|d| of a two's-complement plane list (result has len(d) - 1 planes; d must not be the minimum value)."""
+def _abs_planes(arena, d):
+    """|d| of a two's-complement plane list (len(d) - 1 planes; d must not be the minimum value)."""
     sign = d[-1]
-    out, carry = [], sign
-    for dj in d[:-1]:
-        x = dj ^ sign
-        out.append(x ^ carry)
-        carry = x & carry
+    out = arena.planes("abs", len(d) - 1)
+    t, c = arena.plane("abs_t"), arena.plane("abs_c")
+    np.copyto(c, sign)
+    for j, dj in enumerate(d[:-1]):
+        np.bitwise_xor(dj, sign, out=t)
+        np.bitwise_xor(t, c, out=out[j])
+        if j < len(d) - 2:
+            np.bitwise_and(t, c, out=c)
     return out
 
 
-def _popcount(plane):
-    return int(np.bitwise_count(plane).sum(dtype=np.uint64))
+def _popcount(plane, counts=None):
+    return int(np.bitwise_count(plane, out=counts).sum(dtype=np.uint64))
 
 
-def _bitsliced_max(planes):
+def _or_all(planes, out):
+    """OR of a list of planes into `out` (zero for an empty list)."""
+    if not planes:
+        out.fill(0)
+        return out
+    np.copyto(out, planes[0])
+    for p in planes[1:]:
+        np.bitwise_or(out, p, out=out)
+    return out
+
+
+def _bitsliced_max(planes, arena=None):
     """Largest value over all patterns of an unsigned plane list: fix bits from the top while any pattern has it."""
-    cand, best = None, 0
+    best, cand = 0, None  # cand: patterns still tied for the maximum (None: all of them)
+    bufs = [arena.plane("max_a"), arena.plane("max_b")] if arena is not None else None
     for j in range(len(planes) - 1, -1, -1):
-        t = planes[j] if cand is None else planes[j] & cand
+        if cand is None:
+            if planes[j].any():
+                cand, best = planes[j], 1 << j
+            continue
+        t = np.empty_like(cand) if bufs is None else (bufs[1] if cand is bufs[0] else bufs[0])
+        np.bitwise_and(planes[j], cand, out=t)
         if t.any():
             cand, best = t, best | (1 << j)
     return best
@@ -277,56 +333,63 @@ class _BlockReducer:
         self.ones = ~self.zero
         self.exact_signed = self.signed or reference == "sub"
         self.segments = None  # set by stream_metrics when per-run reciprocal tables apply
+        self._local = threading.local()
 
-    def exact_planes(self, in_rows):
+    def arena(self):
+        """This thread's scratch planes."""
+        arena = getattr(self._local, "arena", None)
+        if arena is None:
+            arena = self._local.arena = _Arena(self.words)
+        return arena
+
+    def exact_planes(self, arena, in_rows):
         """Exact result as a plane list (two's complement when exact_signed)."""
         a = [in_rows[i] for i in self.operands[0].bits]
         b = [in_rows[i] for i in self.operands[1].bits]
         if self.reference == "mul":
             width = len(a) + len(b)
-            return _mul_planes(_extend(a, width, self.signed, self.zero), _extend(b, width, self.signed, self.zero),
-                               width, self.zero)
+            return _mul_planes(arena, _extend(a, width, self.signed, self.zero),
+                               _extend(b, width, self.signed, self.zero), width, self.zero)
         width = max(len(a), len(b)) + 1 + (1 if self.carry and self.signed else 0)
         a = _extend(a, width, self.signed, self.zero)
         b = _extend(b, width, self.signed, self.zero)
+        out = arena.planes("exact", width)
         if self.reference == "sub":
-            return _negate_add(a, b, self.ones)
+            return _add_planes(arena, a, b, out, carry=self.ones, invert_y=True)
         cin = in_rows[self.operands[2].bits[0]] if self.carry else None
-        return _add_planes(a, b, cin)
+        return _add_planes(arena, a, b, out, carry=cin)
 
     def __call__(self, in_rows, out_rows, n_valid, start=None):
+        arena = self.arena()
         mask = None if n_valid == 64 * self.words else valid_mask(n_valid, self.words)
-        exact = self.exact_planes(in_rows)
+        exact = self.exact_planes(arena, in_rows)
         approx = list(out_rows)
         width = max(len(exact), len(approx)) + 2
-        d = _negate_add(_extend(approx, width, self.out_signed, self.zero),
-                        _extend(exact, width, self.exact_signed, self.zero), self.ones)
+        d = _add_planes(arena, _extend(approx, width, self.out_signed, self.zero),
+                        _extend(exact, width, self.exact_signed, self.zero), arena.planes("diff", width),
+                        carry=self.ones, invert_y=True)
         if mask is not None:
-            d = [dj & mask for dj in d]
-            exact = [r & mask for r in exact]
-        mag = _abs_planes(d)
-        counts = [_popcount(p) for p in mag]
+            for p in d + exact:
+                np.bitwise_and(p, mask, out=p)
+        mag = _abs_planes(arena, d)
+        counts = [_popcount(p, arena.counts) for p in mag]
         top = max((j for j, c in enumerate(counts) if c), default=-1)
         mag = mag[: top + 1]
-        err_any = self.zero
-        for p in mag:
-            err_any = err_any | p
-        exact_any = self.zero
-        for r in exact:
-            exact_any = exact_any | r
-        d_counts = [_popcount(p) for p in d]
-        sums = {"count": n_valid, "n_err": _popcount(err_any),
+        err_any = _or_all(mag, arena.plane("err_any"))
+        d_counts = [_popcount(p, arena.counts) for p in d]
+        n_err = _popcount(err_any, arena.counts)
+        sums = {"count": n_valid, "n_err": n_err,
                 "sum_abs": sum(c << j for j, c in enumerate(counts)),
                 "sum_e": sum(c << j for j, c in enumerate(d_counts[:-1])) - (d_counts[-1] << (width - 1)),
-                "wce": _bitsliced_max(mag), "n_rel": _popcount(exact_any)}
-        sums.update(self.per_pattern(mag, exact, err_any, sums["n_err"], n_valid, start))
+                "wce": _bitsliced_max(mag, arena),
+                "n_rel": _popcount(_or_all(exact, arena.plane("exact_any")), arena.counts)}
+        sums.update(self.per_pattern(mag, exact, err_any, n_err, n_valid, start, sums["wce"]))
         return sums
 
-    def per_pattern(self, mag, exact, err_any, n_err, n_valid, start):
+    def per_pattern(self, mag, exact, err_any, n_err, n_valid, start, peak):
         """Sum of squares and relative errors: these need |e| per pattern, unpacked only where e != 0."""
         if n_err == 0:
             return {"sum_sq": 0, "sum_rel": 0.0, "max_rel": 0.0}
-        peak = _bitsliced_max(mag)
         if self.segments is not None and start is not None and len(mag) <= 64:
             return _segment_sums(planes_to_words(mag, n_valid, dtype=None), self.segments(start, n_valid), peak)
         idx = np.flatnonzero(np.unpackbits(err_any.view(np.uint8), bitorder="little")[:n_valid])
