@@ -104,12 +104,25 @@ void l1_forward_f32(const float *xp, const float *wt, float *out, int N, int C, 
 static inline __attribute__((always_inline)) void l1_grad_span(const float *x, int sw, const float *wrow,
                                                                const float *gp, long gstride, int O, float *dst,
                                                                int lanes, const int NQ) {
-    v8 xv[4], s[4];
-    for (int q = 0; q < NQ; q++) { xv[q] = vrow(x + (long)8 * q * sw, sw); s[q] = vsplat(0.0f); }
-    for (int o = 0; o < O; o++, gp += gstride) {
-        const v8 wv = vsplat(wrow[o]);
-        for (int q = 0; q < NQ; q++) s[q] += vload(gp + 8 * q) * vclamp1(wv - xv[q]);
+    v8 xv[4], s[4], u[4];  /* two accumulator sets (even and odd o) keep more FMAs in flight */
+    for (int q = 0; q < NQ; q++) {
+        xv[q] = vrow(x + (long)8 * q * sw, sw);
+        s[q] = vsplat(0.0f);
+        u[q] = vsplat(0.0f);
     }
+    int o = 0;
+    for (; o + 1 < O; o += 2, gp += 2 * gstride) {
+        const v8 w0 = vsplat(wrow[o]), w1 = vsplat(wrow[o + 1]);
+        for (int q = 0; q < NQ; q++) {
+            s[q] += vload(gp + 8 * q) * vclamp1(w0 - xv[q]);
+            u[q] += vload(gp + gstride + 8 * q) * vclamp1(w1 - xv[q]);
+        }
+    }
+    if (o < O) {
+        const v8 w0 = vsplat(wrow[o]);
+        for (int q = 0; q < NQ; q++) s[q] += vload(gp + 8 * q) * vclamp1(w0 - xv[q]);
+    }
+    for (int q = 0; q < NQ; q++) s[q] += u[q];
     for (int l = 0; l < lanes; l++) dst[(long)l * sw] += s[l / 8][l % 8];
 }
 
@@ -121,10 +134,10 @@ void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (long t = 0; t < tasks; t++) {
         const int n = (int)(t / C), c = (int)(t % C);
-        for (int i = 0; i < kh; i++)
-            for (int j = 0; j < kw; j++) {
-                const float *wrow = wk + (((long)c * kh + i) * kw + j) * O;
-                for (int oh = 0; oh < Ho; oh++) {
+        for (int oh = 0; oh < Ho; oh++)  /* one output row of g (O * Wo floats) stays in L1 across the taps */
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j++) {
+                    const float *wrow = wk + (((long)c * kh + i) * kw + j) * O;
                     const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp + (long)j * dw;
                     for (int ow0 = 0; ow0 < Wo; ow0 += 32) {
                         const int lanes = Wo - ow0 < 32 ? Wo - ow0 : 32;
@@ -136,7 +149,6 @@ void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *
                         else l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 1);
                     }
                 }
-            }
     }
 }
 
