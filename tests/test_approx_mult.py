@@ -162,6 +162,23 @@ def test_grouped_strided_dilated_conv_matches_reference():
     assert_exact_to_lut(y, y_ref, unit)
 
 
+@settings(max_examples=12, deadline=None)
+@given(groups=st.sampled_from([1, 2]), k=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 2),
+       dilation=st.integers(1, 2), size=st.integers(5, 9), signed=st.booleans(), bits=st.integers(2, 6),
+       seed=st.integers(0, 2**31 - 1))
+def test_conv_geometry_matches_reference_for_random_luts(groups, k, stride, padding, dilation, size, signed, bits,
+                                                         seed):
+    rng = np.random.default_rng(seed)
+    table = rng.integers(-500, 500, size=(1 << bits, 1 << bits))  # any table: no product structure to lean on
+    mult = LutMultiplier(Lut(table=table, operands=[("a", bits), ("b", bits)], outputs=[], signed=signed))
+    torch.manual_seed(seed % 1000)
+    layer = ApproxConv2d(2 * groups, 2 * groups, k, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, mult=mult)
+    x = torch.randn(2, 2 * groups, size, size)
+    y_ref, unit = reference_conv(layer, x)
+    assert_exact_to_lut(layer(x), y_ref, unit)
+
+
 def test_signed_adapt_header_conv_is_exact_to_the_lut(tmp_path):
     header = tmp_path / "mul8s_exact.h"
     write_adapt_header(exact_lut(8, True), header)
@@ -404,3 +421,21 @@ def test_parse_mult_reads_the_cli_syntax(tmp_path):
         parse_mult(f"lut:{path}:w=two")
     with pytest.raises(AxnetError, match="mode 'signed' does not match"):
         parse_mult(f"lut:{path}:mode=signed")
+
+
+@needs_fixtures
+def test_lut_aware_training_reduces_the_loss():
+    torch.manual_seed(13)
+    w_true = torch.randn(8, 3)
+    x = torch.randn(256, 8)
+    target = (x @ w_true).argmax(1)
+    model = nn.Sequential(ApproxLinear(8, 16, mult=LutMultiplier(MULT77, grad="lut")), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.6 * losses[0]
