@@ -91,10 +91,12 @@ def output_format(fmt, out):
 
 
 def progress_bar(desc, total=None, unit="it"):
-    """A tqdm bar on stderr that only appears when the work lasts more than a second and a half."""
+    """A tqdm bar on a terminal's stderr that only appears when the work lasts more than a second and a half
+    (off when stderr is not a terminal, so logs are not flooded with carriage-return updates)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, delay=1.5, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, delay=1.5, leave=False, dynamic_ncols=True,
+                mininterval=0.5, unit_scale=True, disable=None)
 
 
 def echo_table(rows):
