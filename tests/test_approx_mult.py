@@ -432,10 +432,10 @@ def test_lut_aware_training_reduces_the_loss():
     model = nn.Sequential(ApproxLinear(8, 16, mult=LutMultiplier(MULT77, grad="lut")), nn.ReLU(), nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     losses = []
-    for _ in range(30):
+    for _ in range(15):
         opt.zero_grad()
         loss = F.cross_entropy(model(x), target)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert all(np.isfinite(losses)) and losses[-1] < 0.6 * losses[0]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.4 * losses[0]
