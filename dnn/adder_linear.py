@@ -28,9 +28,11 @@ class AdderLinear(nn.Module):
 
     def forward(self, x):
         lead = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features, 1, 1)
+        # the batch becomes the width of a 1-pixel-high image, so the kernels vectorise over samples
+        image = x.reshape(-1, self.in_features).t().reshape(1, self.in_features, 1, -1)
         weight = self.weight.view(self.out_features, self.in_features, 1, 1)
-        y = adder_forward(flat, weight, _POINT, self.arith, self.scale).reshape(*lead, self.out_features)
+        y = adder_forward(image, weight, _POINT, self.arith, self.scale)
+        y = y.reshape(self.out_features, -1).t().reshape(*lead, self.out_features)
         if self.clamp_bias is not None:
             y = y + self.clamp_bias
         if self.bias is not None:
