@@ -244,7 +244,7 @@ def check_appmult_shape(lut):
         raise AxnetError(f"--format appmult needs two operands of equal width, got {lut.widths[0]} and "
                          f"{lut.widths[1]}")
     if lut.signed:
-        raise AxnetError("--format appmult holds unsigned LUTs; drop --signed or use --format npz|csv|adapt")
+        raise AxnetError("--format appmult holds unsigned LUTs only; this LUT is signed (use --format npz or csv)")
 
 
 def appmult_section(title, table):
