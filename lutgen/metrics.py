@@ -442,7 +442,7 @@ def _gather_values(planes, idx, signed=False):
     return v
 
 
-def _segment_weights(operands, reference, signed, carry, n_inputs):
+def _run_reciprocals(operands, reference, signed, carry, n_inputs):
     """1/|exact| per pattern for exhaustive blocks when operands are consecutive inputs from input 0.
 
     Within a run of patterns whose high operand bits are fixed, the first operand counts up by one, so the exact
@@ -517,7 +517,7 @@ def stream_metrics(netlist, operands=None, reference="add", signed=False, progre
     words = min(1 << (max(int(block_words), 1).bit_length() - 1), 1 << max(n_in - 6, 0))
     n_valid = min(64 * words, 1 << n_in)
     reducer = _BlockReducer(operands, reference, signed, n_out, words, carry)
-    reducer.segments = _segment_weights(operands, reference, signed, carry, n_in)
+    reducer.segments = _run_reciprocals(operands, reference, signed, carry, n_in)
     in_cache = {}
 
     def reduce_block(start, out_rows):

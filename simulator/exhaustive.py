@@ -101,7 +101,12 @@ def _recipes(k):
                 if t not in best or c < best[t][0]:
                     best[t] = (c, e)
                     changed = True
-    return {tt: expr for tt, (cost, expr) in best.items()}
+    recipes = {tt: expr for tt, (cost, expr) in best.items()}
+    if k == 3:
+        # Majority as (a & b) | (c & (a ^ b)): same cost, and it shares a ^ b with a full adder's sum a ^ b ^ c.
+        a, b, c = ("var", 0), ("var", 1), ("var", 2)
+        recipes[0b11101000] = ("or", ("and", a, b), ("and", c, ("xor", a, b)))
+    return recipes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,6 +138,8 @@ class _Lowering:
     def __init__(self):
         self.instrs = []
         self.alias = {}
+        self.shared = {}  # (op, operand registers...) -> register already holding that value
+        self.node_fn = {}  # (fanin registers, truth table) -> register of a node computing it
         self._temps = itertools.count()
 
     def temp(self):
@@ -145,16 +152,22 @@ class _Lowering:
         return net
 
     def emit_expr(self, expr, names, dst):
-        """Emit an expression tree over variables `names` into register `dst`."""
+        """Emit an expression tree over variables `names` into register `dst`, reusing any identical
+        sub-expression an earlier node already computed (e.g. a ^ b shared by a full adder's sum and carry)."""
         kind = expr[0]
         if kind == "var":
             self.instrs.append(("copy", dst, self.reg(names[expr[1]])))
             return
         args = [self.operand(e, names) for e in expr[1:]]
+        key = (kind, *sorted(args, key=repr))
+        if key in self.shared:
+            self.instrs.append(("copy", dst, self.shared[key]))
+            return
         self.instrs.append((kind, dst, *args))
+        self.shared[key] = dst
 
     def operand(self, expr, names):
-        """Register holding sub-expression `expr` (a variable's own register, or a fresh temporary)."""
+        """Register holding sub-expression `expr` (a variable's own register, a shared one, or a new temporary)."""
         if expr[0] == "var":
             return self.reg(names[expr[1]])
         t = self.temp()
@@ -186,7 +199,16 @@ class _Lowering:
         elif k == 1 and tt == 0b10:
             self.alias[name] = self.reg(fanins[0])
         else:
-            self.emit_expr(_recipes(k)[tt], fanins, name)
+            regs = tuple(self.reg(f) for f in fanins)
+            same, inverse = self.node_fn.get((regs, tt)), self.node_fn.get((regs, ~tt & full))
+            if same is not None:  # an earlier node computes the same function of the same nets
+                self.alias[name] = same
+                return
+            if inverse is not None:  # ... or its complement (a cell's S = NOT Co written as a 3-input cover)
+                self.instrs.append(("not", name, inverse))
+            else:
+                self.emit_expr(_recipes(k)[tt], fanins, name)
+            self.node_fn[(regs, tt)] = name
 
     def sum_of_products(self, node):
         """General cover: complemented literals once per fanin, each cube an AND chain, cubes ORed."""

@@ -105,7 +105,6 @@ def test_interleaved_operand_bits_use_the_general_path():
 
 def test_multi_block_adder_with_many_segments_matches_table():
     nl = ripple_carry_adder(8, random_cell([(1, 0), (1, 0), (1, 0), (0, 1), (1, 0), (0, 1), (0, 1), (0, 1)]), 4)
-    lut = build_lut(nl)
     for signed in (False, True):
         lut = build_lut(nl, signed=signed)
         for words in (4, 1 << 13):
@@ -137,6 +136,18 @@ def test_random_estimate_is_close_and_marked():
     assert est["wce"] <= exact["wce"]
     assert stream_metrics(nl, None, "add", samples=1000, seed=5) == stream_metrics(nl, None, "add", samples=1000,
                                                                                        seed=5)
+
+
+def test_random_estimate_of_a_wide_adder():
+    # LOA's error depends only on the low bits, so a 24-bit LOA has the error distribution of a 6-bit one;
+    # MRE differs (larger exact sums), so only the absolute metrics carry over.
+    narrow = stream_metrics(loa_adder(6, 4), None, "add")
+    wide = stream_metrics(loa_adder(24, 4), None, "add", samples=30_000, seed=2)
+    p = narrow["ep_percent"] / 100
+    assert abs(wide["ep_percent"] / 100 - p) < 5 * math.sqrt(p * (1 - p) / 30_000)
+    assert abs(wide["mae"] - narrow["mae"]) < 0.05 * narrow["mae"]
+    assert wide["wce"] == narrow["wce"] and wide["normaliser"] == 2 ** 25
+    assert wide["mre_percent"] < narrow["mre_percent"]
 
 
 def test_sum_of_squares_does_not_overflow():
