@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from circuits.errors import AxnetError
 from circuits.generators import array_multiplier, loa_adder, ripple_carry_adder
 from circuits.netlist import Netlist, Node
-from lutgen.lut import build_lut, pattern_grid, pattern_values, reshape_table
+from lutgen.lut import build_lut, pattern_grid, pattern_values, reshape_table, transpose_blocked
 from lutgen.operands import group_operands
 
 
@@ -108,3 +108,17 @@ def test_any_input_order_matches_the_slow_evaluator(perm_seed):
             idx = [0, 0]
             idx[ia], idx[ib] = a, b
             assert lut.table[tuple(idx)] == a * b
+
+
+@settings(max_examples=20, deadline=None)
+@given(rows=st.integers(1, 200), cols=st.integers(1, 200), block=st.integers(1, 70))
+def test_blocked_transpose_equals_numpy(rows, cols, block):
+    m = np.arange(rows * cols, dtype=np.int64).reshape(rows, cols)
+    got = transpose_blocked(m, block)
+    assert got.flags.c_contiguous and np.array_equal(got, m.T)
+
+
+def test_large_two_operand_reshape_uses_the_blocked_path_correctly():
+    ops = group_operands([f"i{k}" for k in range(18)], [10, 8])
+    flat = np.random.default_rng(1).integers(0, 1 << 30, size=1 << 18)
+    assert np.array_equal(reshape_table(flat, ops), flat[pattern_grid(ops)])
