@@ -193,7 +193,7 @@ def fold_block(table, iw_block):
     Na, Nb = table.shape
     O, kb = iw_block.shape
     index = torch.arange(0, Na * Nb, Nb, device=iw_block.device).view(1, Na, 1) + iw_block.t().reshape(kb, 1, O)
-    return table.reshape(-1)[index.reshape(kb * Na, O)]
+    return table.reshape(-1).index_select(0, index.reshape(-1)).view(kb * Na, O)
 
 
 def flat_rows(ix_block, Na, shift=0):
