@@ -6,7 +6,6 @@ for malformed input; every writer goes through `atomic_write`, so a failure neve
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import zipfile
@@ -93,12 +92,12 @@ def lut_from_arrays(arrays, meta, path):
             if g.shape != table.shape or g.dtype.kind != "f":
                 raise AxnetError(f"malformed LUT file: 'grad_{name}' has shape {g.shape} dtype {g.dtype}, "
                                  f"expected float32 {table.shape}", path=path)
-            grads[name] = g.astype(np.float32)
+            grads[name] = g.astype(np.float32, copy=False)
     if grads and len(grads) != len(operands):
         raise AxnetError("malformed LUT file: gradient arrays for only some operands", path=path)
     grad_meta = {k: meta[k] for k in GRAD_META_KEYS if k in meta} if grads else None
     extra = {k: v for k, v in meta.items() if k not in BASE_META_KEYS + GRAD_META_KEYS}
-    return Lut(table=table.astype(np.int64), operands=operands, outputs=list(meta.get("outputs", [])),
+    return Lut(table=table.astype(np.int64, copy=False), operands=operands, outputs=list(meta.get("outputs", [])),
                signed=bool(meta.get("signed", False)), circuit=str(meta.get("circuit") or ""),
                sha256=meta.get("sha256"), grads=grads or None, grad_meta=grad_meta, extra=extra)
 

@@ -69,12 +69,6 @@ def numeric_order(width, signed):
     return np.argsort(pattern_values(width, signed), kind="stable")
 
 
-def to_signed(words, width):
-    """Two's-complement reading of `width`-bit output words (int64 array)."""
-    words = np.asarray(words, dtype=np.int64)
-    return np.where(words >= 1 << (width - 1), words - (1 << width), words)
-
-
 def check_size(n_bits, what):
     """Refuse a table of more than 2^MAX_LUT_BITS entries, pointing the user to streaming metrics."""
     if n_bits > MAX_LUT_BITS:
