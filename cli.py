@@ -212,15 +212,18 @@ def build_adder_cmd(width, scheme, cell, approx_bits, carry_in, out):
                f"{netlist.gate_count()} nodes, depth {netlist.depth()}")
 
 
-def build_circuit_lut(circuit, operands, signed, top, undriven):
-    """Read CIRCUIT and simulate it into a Lut, with a progress bar for long simulations."""
+def simulate_netlist(netlist, widths, signed, sha256=None):
+    """build_lut with a progress bar for long simulations."""
     from lutgen.lut import build_lut
 
-    netlist = load_circuit(circuit, top, undriven)
-    widths = parse_operands_option(operands)
     with progress_bar(f"simulating {netlist.name}", total=1 << len(netlist.inputs), unit="pattern") as bar:
-        return build_lut(netlist, widths=widths, signed=signed, sha256=file_sha256(circuit),
-                         progress=bar.update)
+        return build_lut(netlist, widths=widths, signed=signed, sha256=sha256, progress=bar.update)
+
+
+def build_circuit_lut(circuit, operands, signed, top, undriven):
+    """Read CIRCUIT and simulate it into a Lut that records the circuit file's sha256."""
+    netlist = load_circuit(circuit, top, undriven)
+    return simulate_netlist(netlist, parse_operands_option(operands), signed, sha256=file_sha256(circuit))
 
 
 @main.command("simulate")
@@ -276,37 +279,19 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, top, undrive
     """
     from pathlib import Path
 
-    from lutgen.lut import MAX_LUT_BITS
-
     if Path(source).suffix.lower() in CIRCUIT_SUFFIXES:
         netlist = load_circuit(source, top, undriven)
-        from lutgen.operands import group_operands
-        ops = group_operands(netlist.inputs, parse_operands_option(operands))
-        op_pairs = [(op.name, op.width) for op in ops]
-        reference, why = (reference, "given") if reference else guess_reference(op_pairs, len(netlist.outputs))
-        if samples is None and len(netlist.inputs) <= MAX_LUT_BITS:
-            from lutgen.lut import build_lut
-            with progress_bar(f"simulating {netlist.name}", total=1 << len(netlist.inputs), unit="pattern") as bar:
-                lut = build_lut(netlist, widths=parse_operands_option(operands), signed=signed,
-                                progress=bar.update)
-            from lutgen.metrics import error_metrics
-            result, mode = error_metrics(lut, reference), "exhaustive"
-        else:
-            from lutgen.metrics import stream_metrics
-            total = samples or (1 << len(netlist.inputs))
-            with progress_bar(f"measuring {netlist.name}", total=total, unit="pattern") as bar:
-                result = stream_metrics(netlist, ops, reference, signed=signed,
-                                        progress=bar.update, samples=samples, seed=seed)
-            mode = f"{samples} random samples (seed {seed})" if samples else "exhaustive, streamed"
         name = netlist.name
+        reference, why, mode, result = circuit_metrics(netlist, parse_operands_option(operands), reference, signed,
+                                                       samples, seed)
     else:
         if samples is not None or operands is not None or signed:
             raise AxnetError("--samples, --operands and --signed apply to circuits; a LUT file carries its own")
         from lutgen.formats import load_lut
         from lutgen.metrics import error_metrics
         lut = load_lut(source)
-        op_pairs, name = lut.operands, lut.circuit or Path(source).stem
-        reference, why = (reference, "given") if reference else guess_reference(op_pairs, len(lut.outputs))
+        name = lut.circuit or Path(source).stem
+        reference, why = (reference, "given") if reference else guess_reference(lut.operands, len(lut.outputs))
         result, mode = error_metrics(lut, reference), "exhaustive (LUT)"
     if as_json:
         echo_json({"circuit": name, "source": source, "reference": reference, "reference_reason": why,
@@ -315,6 +300,29 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, top, undrive
     rows = [("circuit", name), ("reference", f"{reference} ({why})"), ("mode", mode)]
     rows += [(label, format_number(result[key]) + unit) for key, label, unit in METRIC_ROWS if key in result]
     echo_table(rows)
+
+
+def circuit_metrics(netlist, widths, reference, signed, samples, seed):
+    """(reference, why, mode, metrics) of a circuit: from its LUT when one fits and no sampling was asked for,
+    else streamed (exhaustively or over `samples` random combinations) without building a table."""
+    from lutgen.lut import MAX_LUT_BITS
+    from lutgen.metrics import error_metrics, stream_metrics
+    from lutgen.operands import group_operands
+
+    ops = group_operands(netlist.inputs, widths)
+    if reference:
+        why = "given"
+    else:
+        reference, why = guess_reference([(op.name, op.width) for op in ops], len(netlist.outputs))
+    if samples is None and len(netlist.inputs) <= MAX_LUT_BITS:
+        lut = simulate_netlist(netlist, widths, signed)
+        return reference, why, "exhaustive", error_metrics(lut, reference)
+    total = samples or (1 << len(netlist.inputs))
+    with progress_bar(f"measuring {netlist.name}", total=total, unit="pattern") as bar:
+        result = stream_metrics(netlist, ops, reference, signed=signed, progress=bar.update, samples=samples,
+                                seed=seed)
+    mode = f"{samples} random samples (seed {seed})" if samples else "exhaustive, streamed"
+    return reference, why, mode, result
 
 
 def to_plain(value):

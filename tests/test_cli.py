@@ -58,9 +58,11 @@ def test_demo_flow(adder, tmp_path):
     assert all(np.array_equal(g.grads[k], want.grads[k]) for k in "ab") and np.array_equal(g.table, lut.table)
 
 
-def test_metrics_of_a_circuit_agree_with_its_lut(adder):
+def test_metrics_of_a_circuit_agree_with_its_lut(adder, tmp_path):
     from_circuit = json.loads(ok("metrics", adder, "--json").stdout)["metrics"]
-    assert from_circuit["count"] == 65536 and from_circuit["ep_percent"] > 0
+    ok("simulate", adder, "-o", tmp_path / "a.npz")
+    from_lut = json.loads(ok("metrics", tmp_path / "a.npz", "--json").stdout)["metrics"]
+    assert from_circuit == from_lut and from_circuit["count"] == 65536 and from_circuit["ep_percent"] > 0
     sampled = json.loads(ok("metrics", adder, "--samples", 2000, "--json").stdout)
     assert sampled["metrics"]["count"] == 2000 and "random" in sampled["mode"]
 
