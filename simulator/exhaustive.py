@@ -254,12 +254,14 @@ def _needed_nets(netlist):
     return seen
 
 
-def _drop_copies(instrs, keep):
-    """Replace 'copy dst src' by renaming dst to src everywhere after it (keeps outputs' registers in place)."""
+def _drop_copies(instrs):
+    """Remove 'copy dst src' by renaming dst to src in every later read; returns (instrs, renaming).
+
+    Sound because no register is written again after a copy has read it."""
     rename, out = {}, []
     for ins in instrs:
         ins = (ins[0], ins[1], *[rename.get(r, r) for r in ins[2:]])
-        if ins[0] == "copy" and ins[1] not in keep:
+        if ins[0] == "copy":
             rename[ins[1]] = ins[2]
             continue
         out.append(ins)
@@ -275,7 +277,7 @@ def compile_netlist(netlist):
     for name in order:
         lower.node(netlist.nodes[name])
     out_regs = [lower.reg(o) for o in netlist.outputs]
-    instrs, rename = _drop_copies(lower.instrs, set())
+    instrs, rename = _drop_copies(lower.instrs)
     out_regs = [rename.get(r, r) for r in out_regs]
     # Liveness: index of the last instruction that reads each register; outputs live to the end.
     last_read = {}
