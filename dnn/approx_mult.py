@@ -49,10 +49,11 @@ class LutMultiplier:
 
     `lut` is a `lutgen.lut.Lut` or a path; `mode` is "unsigned" or "signed" (None: as the LUT says); `grad` is
     "ste" or "lut" (gradients from the file, or computed with `lutgen.gradient.gradient_lut` when `half_window`
-    is given). One object may be shared by any number of layers.
+    is given); `weights` is "tensor" (one weight scale per layer) or "channel" (one per output channel).
+    One object may be shared by any number of layers.
     """
 
-    def __init__(self, lut, mode=None, grad="ste", half_window=None):
+    def __init__(self, lut, mode=None, grad="ste", half_window=None, weights="tensor"):
         source = None
         if isinstance(lut, (str, os.PathLike)):
             source = os.fspath(lut)
@@ -62,6 +63,9 @@ class LutMultiplier:
         self.mode = check_mode(lut, mode, source)
         self.grad = check_grad_option(grad)
         self.half_window = half_window
+        if weights not in ("tensor", "channel"):
+            raise AxnetError(f"weights '{weights}': expected 'tensor' or 'channel' (weight quantization scales)")
+        self.weights = weights
         self.widths = [int(w) for _, w in lut.operands]
         self.circuit = getattr(lut, "circuit", "") or ""
         self.sha256 = getattr(lut, "sha256", None)
@@ -100,7 +104,9 @@ class LutMultiplier:
         """One line for logs and reports."""
         wa, wb = self.widths
         window = f", half_window={self.half_window}" if self.half_window is not None else ""
-        return f"lut:{self.circuit or self.source or '(unnamed)'} {self.mode} {wa}x{wb}-bit, grad={self.grad}{window}"
+        per = ", per-channel weights" if self.weights == "channel" else ""
+        return (f"lut:{self.circuit or self.source or '(unnamed)'} {self.mode} {wa}x{wb}-bit, "
+                f"grad={self.grad}{window}{per}")
 
     def __repr__(self):
         return f"LutMultiplier({self.describe()})"
@@ -398,10 +404,18 @@ class ApproxMixin:
         return quantize(x, scale, zero, qmin, qmax), scale, zero
 
     def quantize_weight(self):
-        """(q_w, s_w, z_w): the weight quantized per tensor for the multiplier's second operand."""
+        """(q_w, s_w, z_w): the weight quantized for the multiplier's second operand.
+
+        s_w and z_w are 0-dim for per-tensor scales, or one entry per output channel (shape (O,)).
+        """
         qmin, qmax = self.mult.qrange(1)
         w = self.weight
-        scale, zero = quant_params(w.detach().min(), w.detach().max(), qmin, qmax, self.mult.mode)
+        flat = w.detach().reshape(w.shape[0], -1)
+        if self.mult.weights == "channel":
+            scale, zero = quant_params(flat.min(1).values, flat.max(1).values, qmin, qmax, self.mult.mode)
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            return quantize(w, scale.view(shape), zero.view(shape), qmin, qmax), scale, zero
+        scale, zero = quant_params(flat.min(), flat.max(), qmin, qmax, self.mult.mode)
         return quantize(w, scale, zero, qmin, qmax), scale, zero
 
     def approx_matmul(self, cols, qw, s_x, z_x, s_w, z_w):
@@ -465,7 +479,8 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
         outs = []
         for g in range(G):
             wg = qw[g * Og:(g + 1) * Og].reshape(Og, Kg)
-            y = self.approx_matmul(cols[:, g * Kg:(g + 1) * Kg], wg, s_x, z_x, s_w, z_w)
+            sg, zg = (s_w, z_w) if s_w.dim() == 0 else (s_w[g * Og:(g + 1) * Og], z_w[g * Og:(g + 1) * Og])
+            y = self.approx_matmul(cols[:, g * Kg:(g + 1) * Kg], wg, s_x, z_x, sg, zg)
             outs.append(y.reshape(N, h_out * w_out, Og).transpose(1, 2))
         y = torch.cat(outs, 1).to(x.dtype).reshape(N, self.out_channels, h_out, w_out)
         if self.bias is not None:
@@ -521,7 +536,7 @@ def set_mult(model, mult):
 
 
 def parse_mult(text):
-    """A multiplier from a CLI string: float | lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed].
+    """A multiplier from a CLI string: float | lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed][:weights=...].
 
     Returns None for "float". grad defaults to "lut" when a half window w is given, else "ste".
     """
@@ -529,11 +544,12 @@ def parse_mult(text):
     kind, _, rest = text.partition(":")
     if kind == "float" and not rest:
         return None
-    usage = f"--mult '{text}': expected float or lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed]"
+    usage = (f"--mult '{text}': expected float or "
+             "lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed][:weights=tensor|channel]")
     if kind != "lut" or not rest:
         raise AxnetError(usage)
     parts = rest.split(":")
-    keys = ("grad", "w", "mode")
+    keys = ("grad", "w", "mode", "weights")
     tail = 0
     while tail < len(parts) - 1 and parts[-1 - tail].partition("=")[0] in keys:
         tail += 1
@@ -551,7 +567,8 @@ def parse_mult(text):
         except ValueError:
             raise AxnetError(f"--mult '{text}': w must be an integer half window") from None
     grad = options.get("grad", "lut" if half_window is not None else "ste")
-    return LutMultiplier(path, mode=options.get("mode"), grad=grad, half_window=half_window)
+    return LutMultiplier(path, mode=options.get("mode"), grad=grad, half_window=half_window,
+                         weights=options.get("weights", "tensor"))
 
 
 # ---- calibration ---------------------------------------------------------------------------------------------------

@@ -68,11 +68,13 @@ def reference_conv(layer, x):
                 sum_x[:, o] += (a + qmin_a).sum(1)
     K = Cg * kh * kw
     sum_w = (iw + qmin_b).sum((1, 2, 3)).view(1, O, 1, 1)
-    inner = acc.double() - float(z_w) * sum_x.double() - float(z_x) * sum_w.double() + K * float(z_x) * float(z_w)
-    y = inner * (float(s_x) * float(s_w))
+    z_w = z_w.double().expand(O).view(1, O, 1, 1)  # per tensor or per output channel
+    s_w = s_w.double().expand(O).view(1, O, 1, 1)
+    inner = acc.double() - z_w * sum_x.double() - float(z_x) * sum_w.double() + K * float(z_x) * z_w
+    y = inner * (float(s_x) * s_w)
     if layer.bias is not None:
         y = y + layer.bias.detach().double().view(1, -1, 1, 1)
-    return y, float(s_x) * float(s_w)
+    return y, float(s_x) * float(s_w.min())
 
 
 def assert_exact_to_lut(y, y_ref, unit):
@@ -121,7 +123,7 @@ def test_lut_gradient_fast_paths_equal_elementwise_sums(M, K, O, n, seed):
     assert torch.allclose(lut_grad_b(ix, iw, grad_out, gb).double(), want_w, atol=1e-4)
 
 
-# ---- layers exact to the LUT ------------------------------------------------------------------------------------------
+# ---- layers exact to the LUT -----------------------------------------------------------------------------------------
 
 @needs_fixtures
 def test_unsigned_appmult_conv_is_exact_to_the_lut_with_zero_points():
@@ -165,12 +167,13 @@ def test_grouped_strided_dilated_conv_matches_reference():
 @settings(max_examples=12, deadline=None)
 @given(groups=st.sampled_from([1, 2]), k=st.integers(1, 3), stride=st.integers(1, 3), padding=st.integers(0, 2),
        dilation=st.integers(1, 2), size=st.integers(5, 9), signed=st.booleans(), bits=st.integers(2, 6),
-       seed=st.integers(0, 2**31 - 1))
+       weights=st.sampled_from(["tensor", "channel"]), seed=st.integers(0, 2**31 - 1))
 def test_conv_geometry_matches_reference_for_random_luts(groups, k, stride, padding, dilation, size, signed, bits,
-                                                         seed):
+                                                         weights, seed):
     rng = np.random.default_rng(seed)
     table = rng.integers(-500, 500, size=(1 << bits, 1 << bits))  # any table: no product structure to lean on
-    mult = LutMultiplier(Lut(table=table, operands=[("a", bits), ("b", bits)], outputs=[], signed=signed))
+    mult = LutMultiplier(Lut(table=table, operands=[("a", bits), ("b", bits)], outputs=[], signed=signed),
+                         weights=weights)
     torch.manual_seed(seed % 1000)
     layer = ApproxConv2d(2 * groups, 2 * groups, k, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, mult=mult)
@@ -210,8 +213,9 @@ def test_signed_linear_equals_elementwise_lut_product():
 
 
 @pytest.mark.parametrize("signed", [False, True])
-def test_exact_lut_reproduces_conv2d_up_to_quantization(signed):
-    mult = LutMultiplier(exact_lut(8, signed))
+@pytest.mark.parametrize("weights", ["tensor", "channel"])
+def test_exact_lut_reproduces_conv2d_up_to_quantization(signed, weights):
+    mult = LutMultiplier(exact_lut(8, signed), weights=weights)
     torch.manual_seed(6)
     base = nn.Conv2d(4, 8, 3, padding=1)
     layer = copy_from(ApproxConv2d(4, 8, 3, padding=1, mult=mult), base)
@@ -222,6 +226,9 @@ def test_exact_lut_reproduces_conv2d_up_to_quantization(signed):
     # with an exact LUT the layer is the float conv of the dequantized operands
     qx, s_x, z_x = layer.quantize_input(x)
     qw, s_w, z_w = layer.quantize_weight()
+    if weights == "channel":
+        assert s_w.shape == z_w.shape == (8,)
+        s_w, z_w = s_w.view(8, 1, 1, 1), z_w.view(8, 1, 1, 1)
     deq = F.conv2d((qx - z_x) * s_x, (qw - z_w) * s_w, base.bias, padding=1)
     assert torch.allclose(y, deq, atol=1e-4)
     # and within quantization error of the float conv
@@ -251,7 +258,7 @@ def test_linear_keeps_leading_dimensions():
     assert torch.allclose(y.reshape(8, 3), flat)
 
 
-# ---- gradients --------------------------------------------------------------------------------------------------------
+# ---- gradients -------------------------------------------------------------------------------------------------------
 
 def grads_of(layer, x, seed=0):
     """(dL/dx, dL/dW, dL/dbias) for a fixed random output gradient."""
@@ -300,17 +307,18 @@ def test_ste_gradient_is_the_exact_product_gradient():
     assert torch.allclose(gw, g.t() @ (qx.detach() * s_x), atol=1e-4)
 
 
-@pytest.mark.parametrize("groups", [1, 2])
-def test_ste_conv_gradients_equal_float_conv_of_quantized_operands(groups):
-    mult = LutMultiplier(exact_lut(8, False), grad="ste")
+@pytest.mark.parametrize("groups,weights", [(1, "tensor"), (2, "channel")])
+def test_ste_conv_gradients_equal_float_conv_of_quantized_operands(groups, weights):
+    mult = LutMultiplier(exact_lut(8, False), grad="ste", weights=weights)
     torch.manual_seed(12)
     layer = ApproxConv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=groups, mult=mult)
     x = torch.randn(2, 4, 9, 9)
     gx, gw, gb = grads_of(layer, x)
     qx, s_x, z_x = layer.quantize_input(x)
     qw, s_w, z_w = layer.quantize_weight()
+    shape = (-1, 1, 1, 1) if weights == "channel" else ()
     xq = ((qx - z_x) * s_x).detach().requires_grad_(True)
-    wq = ((qw - z_w) * s_w).detach().requires_grad_(True)
+    wq = ((qw - z_w.view(shape)) * s_w.view(shape)).detach().requires_grad_(True)
     bias = layer.bias.detach().clone().requires_grad_(True)
     y = F.conv2d(xq, wq, bias, stride=2, padding=1, dilation=2, groups=groups)
     y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(0)))
@@ -339,7 +347,7 @@ def test_file_gradient_luts_drive_the_backward():
     assert torch.allclose(gw.double(), want_w, rtol=1e-4, atol=1e-4)
 
 
-# ---- calibration ------------------------------------------------------------------------------------------------------
+# ---- calibration -----------------------------------------------------------------------------------------------------
 
 def test_calibration_sets_ranges_and_matches_dynamic_on_the_same_batch():
     mult = LutMultiplier(exact_lut(7, False))
@@ -371,7 +379,7 @@ def test_percentile_calibration_ignores_outliers():
     assert lo == -hi and 2.0 < hi < 10.0
 
 
-# ---- bad input --------------------------------------------------------------------------------------------------------
+# ---- bad input -------------------------------------------------------------------------------------------------------
 
 def test_bad_multiplier_luts_are_clear_errors(tmp_path):
     with pytest.raises(AxnetError, match="exactly two operands"):
@@ -387,6 +395,8 @@ def test_bad_multiplier_luts_are_clear_errors(tmp_path):
         LutMultiplier(exact_lut(4, False), mode="float")
     with pytest.raises(AxnetError, match="grad 'lut' needs gradient LUTs"):
         LutMultiplier(exact_lut(4, False), grad="lut")
+    with pytest.raises(AxnetError, match="weights 'row'"):
+        LutMultiplier(exact_lut(4, False), weights="row")
     with pytest.raises(AxnetError, match="grad 'exact'"):
         LutMultiplier(exact_lut(4, False), grad="exact")
     with pytest.raises(AxnetError, match="no such file"):
@@ -413,8 +423,8 @@ def test_parse_mult_reads_the_cli_syntax(tmp_path):
     assert parse_mult("float") is None
     m = parse_mult(f"lut:{path}")
     assert (m.mode, m.grad, m.widths) == ("unsigned", "ste", [6, 6])
-    m = parse_mult(f"lut:{path}:w=2:mode=unsigned")
-    assert (m.grad, m.half_window) == ("lut", 2) and m.grad_a.shape == (64, 64)
+    m = parse_mult(f"lut:{path}:w=2:mode=unsigned:weights=channel")
+    assert (m.grad, m.half_window, m.weights) == ("lut", 2, "channel") and m.grad_a.shape == (64, 64)
     with pytest.raises(AxnetError, match="--mult 'lut'"):
         parse_mult("lut")
     with pytest.raises(AxnetError, match="w must be an integer"):
