@@ -298,6 +298,47 @@ void cell_forward_i64(const int64_t *bp, const int64_t *wk, double *out, int N, 
         free(col);
     }
 }
+
+/* The same sums for at most 8 approximate cells and width <= 32, through the error table of the low part:
+ * add(a, b) = a + b + delta[(a_lo << k) | b_lo] modulo 2^width, and a + b = w - x, so d = signext(w - x + delta).
+ * wv (O, K) and xv (padded image) hold the signed values; wlo, xlo their low k bits (wlo already shifted by k). */
+void cell_small_forward(const int32_t *xv, const int32_t *xlo, const int32_t *wv, const int32_t *wlo,
+                        const int32_t *delta, double *out, int N, int C, int Hp, int Wp, int O, int kh, int kw,
+                        int sh, int sw, int dh, int dw, int Ho, int Wo, int width, int threads) {
+    const long K = (long)C * kh * kw;
+    const int shift = 32 - width;
+    const long tasks = (long)N * Ho;
+#pragma omp parallel num_threads(threads)
+    {
+        int32_t *cv = (int32_t *)malloc(sizeof(int32_t) * 2 * K), *cl = cv + K;
+#pragma omp for schedule(static)
+        for (long t = 0; t < tasks; t++) {
+            const int n = (int)(t / Ho), oh = (int)(t % Ho);
+            for (int ow = 0; ow < Wo; ow++) {
+                long k = 0;
+                for (int c = 0; c < C; c++)
+                    for (int i = 0; i < kh; i++)
+                        for (int j = 0; j < kw; j++, k++) {
+                            const long pos = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                             + (long)ow * sw + (long)j * dw;
+                            cv[k] = xv[pos];
+                            cl[k] = xlo[pos];
+                        }
+                for (int o = 0; o < O; o++) {
+                    const int32_t *a = wv + (long)o * K, *al = wlo + (long)o * K;
+                    int64_t total = 0;
+                    for (long q = 0; q < K; q++) {
+                        const uint32_t u = (uint32_t)a[q] - (uint32_t)cv[q] + (uint32_t)delta[al[q] | cl[q]];
+                        const int32_t v = (int32_t)(u << shift) >> shift;
+                        total += v < 0 ? -(int64_t)v : (int64_t)v;
+                    }
+                    out[(((long)n * O + o) * Ho + oh) * Wo + ow] = (double)total;
+                }
+            }
+        }
+        free(cv);
+    }
+}
 """
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
@@ -355,7 +396,7 @@ def load():
         _STATE["error"] = str(exc)
         return None
     for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_input_grad_f32",
-                 "table_scatter_f32", "cell_forward_i64"):
+                 "table_scatter_f32", "cell_forward_i64", "cell_small_forward"):
         getattr(lib, name).restype = None
     _STATE["lib"] = lib
     return lib
@@ -501,6 +542,8 @@ def table_scatter(index, grad_out, geom, pad_index, values):
 
 def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     """Compiled per-pair sums of |add(w, -x)| for a ripple of cells (width <= 32), (N, O, Ho, Wo) float64."""
+    if len(chunks) == 1 and width <= 32:
+        return _cell_small_forward(xq, wq, geom, chunks[0][2], approx_bits, width)
     lib = load()
     n, c, h, w = xq.shape
     o = wq.shape[0]
@@ -521,4 +564,29 @@ def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     lib.cell_forward_i64(_ptr(flat), _ptr(wk), _ptr(out), *_ints(n, c, image.shape[2], image.shape[3], o),
                          *_geometry_args(geom, ho, wo), _ptr(tabs), offsets, bits, begins, ctypes.c_int(len(chunks)),
                          ctypes.c_int(approx_bits), ctypes.c_int(width), ctypes.c_int(torch.get_num_threads()))
+    return out
+
+
+def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
+    """cell_forward for one chunk of at most 8 approximate cells, through the low part's error table."""
+    lib = load()
+    n, c, h, w = xq.shape
+    o = wq.shape[0]
+    ho, wo = geom.output_size(h, w)
+    k = approx_bits
+    low = (1 << k) - 1
+    entries = torch.arange(1 << (2 * k), dtype=torch.int64)
+    a_lo, b_lo = entries >> k, entries & low
+    delta = (table.to(torch.int64)[: 1 << (2 * k)] - a_lo - b_lo).to(torch.int32)  # carry in 0: first half
+    x_int = xq.to(torch.int64)
+    values, _ = _padded(x_int.to(torch.int32), geom, 0, torch.int32)
+    lows, _ = _padded(((-x_int) & low).to(torch.int32), geom, 0, torch.int32)
+    w_int = wq.reshape(o, -1).to(torch.int64)
+    wv = w_int.to(torch.int32).contiguous()
+    wlo = ((w_int & low) << k).to(torch.int32).contiguous()
+    image_h, image_w = h + 2 * geom.padding[0], w + 2 * geom.padding[1]
+    out = torch.empty(n, o, ho, wo, dtype=torch.float64)
+    lib.cell_small_forward(_ptr(values), _ptr(lows), _ptr(wv), _ptr(wlo), _ptr(delta), _ptr(out),
+                           *_ints(n, c, image_h, image_w, o), *_geometry_args(geom, ho, wo), ctypes.c_int(width),
+                           ctypes.c_int(torch.get_num_threads()))
     return out

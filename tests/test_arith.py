@@ -85,7 +85,7 @@ def _quantized_pair(seed, qmax, shape=(2, 2, 5, 6), out=3, kernel=3):
 
 
 @pytest.mark.parametrize("width, cell, k", [(32, "ama2", 9), (32, "maj", 24), (32, "ama5", 0), (32, "ama1", 32),
-                                           (10, "ama4", 6), (20, "ama3", 17)])
+                                           (32, "ama2", 6), (24, "maj", 8), (10, "ama4", 6), (20, "ama3", 17)])
 def test_cell_adder_layer_sums_equal_python_ripple(width, cell, k):
     adder = CellAdder(cell, k, width)
     rows = cell_truth_table(cell)
