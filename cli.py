@@ -90,6 +90,15 @@ def output_format(fmt, out):
     return FORMAT_BY_SUFFIX.get(Path(out).suffix.lower(), "npz")
 
 
+def write_output(writer, *args, out):
+    """Run a writer for OUT, turning an operating-system failure (no permission, disk full) into a one-line error;
+    the writers go through atomic_write, so OUT is left as it was."""
+    try:
+        writer(*args)
+    except OSError as e:
+        raise AxnetError(f"cannot write: {e.strerror or e}", path=out) from None
+
+
 def progress_bar(desc, total=None, unit="it"):
     """A tqdm bar on a terminal's stderr that only appears when the work lasts more than a second and a half
     (off when stderr is not a terminal, so logs are not flooded with carriage-return updates)."""
@@ -207,7 +216,7 @@ def build_adder_cmd(width, scheme, cell, approx_bits, carry_in, out):
     else:
         build = {"loa": generators.loa_adder, "eta1": generators.eta1_adder, "trunc": generators.truncated_adder}
         netlist = build[scheme](width, approx_bits)
-    write_blif(netlist, out)
+    write_output(write_blif, netlist, out, out=out)
     click.echo(f"wrote {out}: {netlist.name}, {len(netlist.inputs)} inputs, {len(netlist.outputs)} outputs, "
                f"{netlist.gate_count()} nodes, depth {netlist.depth()}")
 
@@ -245,7 +254,7 @@ def simulate_cmd(circuit, out, fmt, operands, signed, top, undriven):
 
     fmt = output_format(fmt, out)
     lut = build_circuit_lut(circuit, operands, signed, top, undriven)
-    save_lut(lut, out, fmt)
+    write_output(save_lut, lut, out, fmt, out=out)
     click.echo(f"wrote {out} ({fmt}): {lut.describe()}")
 
 
@@ -366,7 +375,7 @@ def gradlut_cmd(lut_path, half_window, boundary, method, reference, out, fmt):
         raise AxnetError("--half-window is required for --method diff (e.g. --half-window 2)")
     lut = load_lut(lut_path)
     grad = gradient_lut(lut, half_window, boundary=boundary, method=method, reference=reference)
-    save_lut(grad, out, fmt)
+    write_output(save_lut, grad, out, fmt, out=out)
     meta = grad.grad_meta
     how = (f"half window {meta['half_window']}, boundary {meta['boundary']}" if method == "diff"
            else f"straight-through, reference {reference}")

@@ -226,3 +226,11 @@ def test_undriven_zero_ties_nets_with_a_warning(tmp_path):
     assert np.all(load_lut(tmp_path / "u.npz").table == 0)  # q = a & zz with zz tied to 0
     info = json.loads(ok("info", blif, "--undriven", "zero", "--json").stdout)
     assert info["operands"] == [{"name": "a", "width": 1}, {"name": "b", "width": 1}]
+
+
+def test_unwritable_output_is_a_one_line_error(adder, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory\n")
+    out = blocker / "x.npz"
+    assert_refused(run("simulate", adder, "-o", out), out, "cannot write")
+    assert_refused(run("build-adder", "--width", 4, "-o", blocker / "x.blif"), blocker / "x.blif", "cannot write")
