@@ -258,6 +258,7 @@ def test_linear_keeps_leading_dimensions():
     assert y.shape == (2, 4, 3)
     flat = layer(x.reshape(8, 6))
     assert torch.allclose(y.reshape(8, 3), flat)
+    assert layer(torch.zeros(0, 6)).shape == (0, 3)
 
 
 # ---- gradients -------------------------------------------------------------------------------------------------------
