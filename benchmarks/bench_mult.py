@@ -45,7 +45,11 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bits", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own); 1 is steadier on a shared, loaded machine")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     N, C, O, H = args.batch, 16, 32, 28
     mult = random_mult(args.bits, signed=True)
