@@ -422,17 +422,20 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--no-augment", is_flag=True, help="No random shifts (digits) or crops and flips (CIFAR).")
 @click.option("--limit", type=click.IntRange(0, None), default=0,
               help="Use only the first N training images (quick trials; 0 = all).")
+@click.option("--limit-test", type=click.IntRange(0, None), default=0,
+              help="Use only the first N test images (quick trials; 0 = all).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_cmd(model_name, data_spec, epochs, out_dir, batch_size, lr, seed, eta, save_every, no_augment, limit,
-              resume, as_json):
+              limit_test, resume, as_json):
     """Float (pre)training with the AdderNet recipe; runs unchanged under torchrun."""
     import os
 
     from dnn.training import TrainConfig, clean_summary, run_training
 
     cfg = TrainConfig(model=model_name, data=data_spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      eta=eta, save_every=save_every, augment=not no_augment, train_limit=limit)
+                      eta=eta, save_every=save_every, augment=not no_augment, train_limit=limit,
+                      test_limit=limit_test)
     summary = clean_summary(run_training(cfg, out_dir, resume=resume))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return

@@ -163,13 +163,19 @@ MODEL_INPUT = {"mnist": (1, 28), "lenet5": (1, 28), "resnet20": (3, 32)}
 
 def model_input(name):
     """(channels, side) of the images a model expects."""
+    check_model_name(name)
     return MODEL_INPUT[name.split("-")[0]]
+
+
+def check_model_name(name):
+    """A one-line AxnetError listing the choices when `name` is not a model."""
+    if name not in MODELS:
+        raise AxnetError(f"--model '{name}': unknown model; choose one of {', '.join(MODELS)}")
 
 
 def build_model(name, **kw):
     """A fresh model by name (see MODELS); keyword arguments go to its constructor (num_classes, in_channels)."""
-    if name not in MODELS:
-        raise AxnetError(f"--model '{name}': unknown model; choose one of {', '.join(MODELS)}")
+    check_model_name(name)
     return MODELS[name][0](**kw)
 
 

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 
@@ -290,6 +291,7 @@ def make_optimizer(model, cfg):
 
 def validate_config(cfg, ctx):
     """Catch impossible settings before any work, naming the option."""
+    model_input(cfg.model)
     if cfg.epochs < 1:
         raise AxnetError(f"--epochs {cfg.epochs}: must be at least 1")
     if cfg.lr <= 0:
@@ -406,7 +408,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
             history[k].append(row[k])
         if show:
             tqdm.write(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {train_loss:.4f}  train {train_acc:6.2f}%  "
-                       f"test {test_acc:6.2f}%  ({row['seconds']:.1f} s)")
+                       f"test {test_acc:6.2f}%  ({row['seconds']:.1f} s)", file=sys.stderr)
         if ctx.is_main:
             payload = checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch + 1, history,
                                          max(best, test_acc), arith, extra)
@@ -536,13 +538,13 @@ def file_sha256(path):
 
 
 def load_circuit_lut(path):
-    """A Lut from a BLIF netlist (simulated exhaustively, signed) or a LUT file (.npz and friends)."""
+    """A Lut from a BLIF netlist (simulated exhaustively, as `axnet simulate` does) or a LUT file (.npz etc.)."""
     if not os.path.isfile(path):
         raise AxnetError("--circuit: file not found", path=path)
     if path.endswith(".blif"):
         from circuits.blif import read_blif
         from lutgen.lut import build_lut
-        return build_lut(read_blif(path), signed=True, sha256=file_sha256(path))
+        return build_lut(read_blif(path), sha256=file_sha256(path))
     from lutgen.formats import load_lut
     return load_lut(path)
 
