@@ -190,11 +190,27 @@ class _Arena:
         self._bufs = {}
         self.counts = np.empty(words, dtype=np.uint8)
 
+    def block(self, tag, n):
+        """A (n, words) uint64 array for `tag`; its rows are the planes `planes(tag, n)` returns."""
+        buf = self._bufs.get(tag)
+        if buf is None or buf.shape[0] < n:
+            buf = self._bufs[tag] = np.empty((n, self.words), dtype=np.uint64)
+            self._bufs[tag, "rows"] = list(buf)
+        return buf[:n]
+
     def planes(self, tag, n=1):
-        bufs = self._bufs.get(tag)
-        if bufs is None or len(bufs) < n:
-            bufs = self._bufs[tag] = [np.empty(self.words, dtype=np.uint64) for _ in range(n)]
-        return bufs[:n]
+        self.block(tag, n)
+        return self._bufs[tag, "rows"][:n]
+
+    def popcounts(self, tag, n):
+        """Set bits in each of the first n planes of `tag`, in one pass (Python ints)."""
+        if n == 0:
+            return []
+        rows = self.block(tag, n)
+        counts = self._bufs.get("counts")
+        if counts is None or counts.shape[0] < n:
+            counts = self._bufs["counts"] = np.empty((n, self.words), dtype=np.uint8)
+        return [int(c) for c in np.bitwise_count(rows, out=counts[:n]).sum(axis=1, dtype=np.uint64)]
 
     def plane(self, tag):
         return self.planes(tag, 1)[0]
@@ -372,11 +388,11 @@ class _BlockReducer:
             for p in d + exact:
                 np.bitwise_and(p, mask, out=p)
         mag = _abs_planes(arena, d)
-        counts = [_popcount(p, arena.counts) for p in mag]
+        counts = arena.popcounts("abs", len(mag))
         top = max((j for j, c in enumerate(counts) if c), default=-1)
         mag = mag[: top + 1]
         err_any = _or_all(mag, arena.plane("err_any"))
-        d_counts = [_popcount(p, arena.counts) for p in d]
+        d_counts = arena.popcounts("diff", width)
         n_err = _popcount(err_any, arena.counts)
         sums = {"count": n_valid, "n_err": n_err,
                 "sum_abs": sum(c << j for j, c in enumerate(counts)),
