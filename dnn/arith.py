@@ -107,8 +107,11 @@ class ExactInt(_Backend):
     def abs_sums(self, xq, wq, geom):
         """sum_k |w - x| exactly: float32 when the bound allows it, else float64."""
         bound = 2 * self.qmax * wq[0].numel()
-        dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
-        return -adder_ops.l1_forward(xq.to(dtype).contiguous(), wq.to(dtype).contiguous(), geom)
+        if bound < FLOAT32_EXACT:
+            return -adder_ops.l1_forward(xq.contiguous(), wq.contiguous(), geom)
+        if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
+            return native_kernels.cell_forward(xq, wq, geom, [], 0, self.bits)  # integer kernel, no approximate cell
+        return -adder_ops.l1_forward(xq.double().contiguous(), wq.double().contiguous(), geom)
 
 
 class _TableAdder(_Backend):

@@ -542,8 +542,8 @@ def table_scatter(index, grad_out, geom, pad_index, values):
 
 def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     """Compiled per-pair sums of |add(w, -x)| for a ripple of cells (width <= 32), (N, O, Ho, Wo) float64."""
-    if len(chunks) == 1 and width <= 32:
-        return _cell_small_forward(xq, wq, geom, chunks[0][2], approx_bits, width)
+    if len(chunks) <= 1 and width <= 32:
+        return _cell_small_forward(xq, wq, geom, chunks[0][2] if chunks else None, approx_bits, width)
     lib = load()
     n, c, h, w = xq.shape
     o = wq.shape[0]
@@ -568,7 +568,7 @@ def cell_forward(xq, wq, geom, chunks, approx_bits, width):
 
 
 def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
-    """cell_forward for one chunk of at most 8 approximate cells, through the low part's error table."""
+    """cell_forward for at most 8 approximate cells (one chunk, or none), through the low part's error table."""
     lib = load()
     n, c, h, w = xq.shape
     o = wq.shape[0]
@@ -577,6 +577,8 @@ def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
     low = (1 << k) - 1
     entries = torch.arange(1 << (2 * k), dtype=torch.int64)
     a_lo, b_lo = entries >> k, entries & low
+    if table is None:  # no approximate cells: exact addition, zero error
+        table = torch.zeros(1, dtype=torch.int64)
     delta = (table.to(torch.int64)[: 1 << (2 * k)] - a_lo - b_lo).to(torch.int32)  # carry in 0: first half
     x_int = xq.to(torch.int64)
     values, _ = _padded(x_int.to(torch.int32), geom, 0, torch.int32)
