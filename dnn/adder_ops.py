@@ -12,6 +12,7 @@ Kernels (K = C*kh*kw patch taps, L = output pixels, V = values an activation ind
 - `table_forward`: Y[n,o,p]  = sum_k T[k, I[n,k,p], o]                           (weights folded into tables)
 - `table_input_grad`: GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o]
 - `table_scatter`: H[k,v,o]  = sum_{n,p : I[n,k,p] = v} G[n,o,p]                 (gradient into the tables)
+- `table_backward`: the last two in one pass
 X and I are never unfolded by the compiled kernels; the torch versions unfold in chunks.
 """
 from __future__ import annotations
@@ -208,3 +209,13 @@ def table_scatter_torch(index, grad_out, geom, pad_index, values):
         src = g[start:start + step].unsqueeze(1).expand(-1, k, -1, -1)  # n, K, L, O
         out.index_add_(0, rows.reshape(-1), src.reshape(-1, o))
     return out.view(k, values, o)
+
+
+def table_backward(index, table, grad_out, geom, pad_index, native=None):
+    """`table_input_grad` and `table_scatter` together (one pass over the taps when compiled)."""
+    if native is None:
+        native = _use_native(index, table, grad_out) and table.dtype == torch.float32
+    if native:
+        return native_kernels.table_backward(index, table, grad_out.contiguous(), geom, pad_index)
+    return (table_input_grad_torch(index, table, grad_out, geom, pad_index),
+            table_scatter_torch(index, grad_out, geom, pad_index, table.shape[1]))

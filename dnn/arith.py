@@ -144,15 +144,11 @@ class _TableAdder(_Backend):
             return _ste_backward(xq, wq, step, grad_out, geom, needs)
         index = self._index(xq)
         d = self.diff.to(device=grad_out.device, dtype=torch.float32) * step  # circuit difference, real units
-        grad_x = grad_w = None
-        if needs[0]:
-            slopes = self._fold(d.clamp(-1, 1) * self.grad_x_slope.to(d.device), wq)
-            grad_x = adder_ops.table_input_grad(index, slopes, grad_out, geom, self.qmax)
-        if needs[1]:
-            slopes = self._fold(-d * self.grad_w_slope.to(d.device), wq)  # (K, V, O)
-            hits = adder_ops.table_scatter(index, grad_out, geom, self.qmax, slopes.shape[1])
-            grad_w = (hits * slopes).sum(1).t().reshape(wq.shape)
-        return grad_x, grad_w
+        input_slopes = self._fold(d.clamp(-1, 1) * self.grad_x_slope.to(d.device), wq)  # (K, V, O)
+        grad_x, hits = adder_ops.table_backward(index, input_slopes, grad_out, geom, self.qmax)
+        weight_slopes = self._fold(-d * self.grad_w_slope.to(d.device), wq)
+        grad_w = (hits * weight_slopes).sum(1).t().reshape(wq.shape)
+        return (grad_x if needs[0] else None), (grad_w if needs[1] else None)
 
 
 def _lut_bits(lut, where):

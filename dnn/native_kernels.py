@@ -339,6 +339,44 @@ void cell_small_forward(const int32_t *xv, const int32_t *xlo, const int32_t *wv
         free(cv);
     }
 }
+
+/* Both table gradients in one pass over the taps (what the LUT-gradient backward needs):
+ * gxp[n, pixel] += dot(gt[n,oh,ow,:], btab[k, v, :]) and hbuf[thread][k, v, :] += gt[n,oh,ow,:], v = ip[pixel].
+ * Threads own whole images, so their gxp writes never overlap; the caller sums the per-thread tables. */
+void table_backward_f32(const int32_t *ip, const float *btab, const float *gt, float *gxp, float *hbuf, int N, int C,
+                        int Hp, int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
+                        int threads) {
+    const long table = (long)C * kh * kw * V * Op;
+    const int RB = tile_rows(Wo);
+#pragma omp parallel num_threads(threads)
+    {
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *h = hbuf + tid * table;
+        for (int n = tid; n < N; n += nt)
+            for (int oh0 = 0; oh0 < Ho; oh0 += RB)
+                for (int c = 0; c < C; c++)
+                    for (int oh = oh0; oh < (oh0 + RB < Ho ? oh0 + RB : Ho); oh++)
+                        for (int ow = 0; ow < Wo; ow++) {
+                            const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
+                            long k = (long)c * kh * kw;
+                            for (int i = 0; i < kh; i++) {
+                                const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
+                                                  + (long)ow * sw;
+                                for (int j = 0; j < kw; j++, k++) {
+                                    const long pos = base + (long)j * dw;
+                                    const long row = (k * V + ip[pos]) * Op;
+                                    v8 s = vsplat(0.0f);
+                                    for (int q = 0; q < Op; q += 8) {
+                                        const v8 g = vload(gv + q);
+                                        s += g * vload(btab + row + q);
+                                        vstore(h + row + q, vload(h + row + q) + g);
+                                    }
+                                    gxp[pos] += vsum(s);
+                                }
+                            }
+                        }
+    }
+}
 """
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
@@ -396,7 +434,7 @@ def load():
         _STATE["error"] = str(exc)
         return None
     for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_input_grad_f32",
-                 "table_scatter_f32", "cell_forward_i64", "cell_small_forward"):
+                 "table_scatter_f32", "cell_forward_i64", "cell_small_forward", "table_backward_f32"):
         getattr(lib, name).restype = None
     _STATE["lib"] = lib
     return lib
@@ -592,3 +630,24 @@ def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
                            *_ints(n, c, image_h, image_w, o), *_geometry_args(geom, ho, wo), ctypes.c_int(width),
                            ctypes.c_int(torch.get_num_threads()))
     return out
+
+
+def table_backward(index, table, grad_out, geom, pad_index):
+    """Compiled table_input_grad and table_scatter in one pass: (grad shaped like index, (K, V, O) tables)."""
+    lib = load()
+    n, c, h, w = index.shape
+    k, v, o = table.shape
+    ho, wo = geom.output_size(h, w)
+    flat, image = _padded(index, geom, pad_index, torch.int32)
+    tab = _padded_table(table)
+    width = tab.shape[2]
+    g = _grad_rows(grad_out, width)
+    grad = torch.zeros(flat.numel(), dtype=torch.float32)
+    threads = max(1, min(torch.get_num_threads(), n))
+    hbuf = torch.zeros(threads, k, v, width, dtype=torch.float32)
+    lib.table_backward_f32(_ptr(flat), _ptr(tab), _ptr(g), _ptr(grad), _ptr(hbuf),
+                           *_ints(n, c, image.shape[2], image.shape[3], v, width),
+                           *_geometry_args(geom, ho, wo), ctypes.c_int(threads))
+    ph, pw = geom.padding
+    grad_x = grad[: image.numel()].view(image.shape)[:, :, ph:ph + h, pw:pw + w].contiguous()
+    return grad_x, hbuf.sum(0)[..., :o]
