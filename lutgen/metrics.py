@@ -403,7 +403,8 @@ class _BlockReducer:
         return sums
 
     def per_pattern(self, mag, exact, err_any, n_err, n_valid, start, peak):
-        """Sum of squares and relative errors: these need |e| per pattern, unpacked only where e != 0."""
+        """Sum of squares and relative errors, which need |e| per pattern: the whole block against per-run
+        reciprocal slices when the layout allows (exhaustive, operands in input order), else only where e != 0."""
         if n_err == 0:
             return {"sum_sq": 0, "sum_rel": 0.0, "max_rel": 0.0}
         if self.segments is not None and start is not None and len(mag) <= 64:

@@ -28,6 +28,7 @@ ZERO = np.uint64(0)
 LOW_INPUT_WORDS = [np.uint64(sum(1 << t for t in range(64) if (t >> i) & 1)) for i in range(6)]
 MAX_TABLE_INPUTS = 26  # simulate_table refuses wider circuits: 2**26 int64 = 512 MiB
 DEFAULT_BLOCK_WORDS = 1 << 12  # 32 KiB per signal: a block's live signals stay in the L2 cache
+_TASK_WORDS = 1 << 15  # words a worker thread simulates per task (several blocks)
 _TT_FANIN_LIMIT = 10  # covers with more fanins skip truth-table analysis and are compiled as AND/OR of literals
 
 assert sys.byteorder == "little", "plane <-> byte views assume a little-endian machine"
@@ -328,15 +329,33 @@ def input_word_index_bits(i, start_word, words):
 
 
 class Evaluator:
-    """One thread's buffers and bound steps for a program at a fixed block size."""
+    """One thread's buffers and bound steps for a program at a fixed block size.
+
+    For exhaustive runs (`exhaustive=True`) an input that is one word repeated over the whole block (inputs 0..5,
+    and inputs whose run of equal words covers the block) is a read-only stride-0 view of a single word: numpy
+    reads it as a scalar, and it takes no cache space.
+    """
 
     _UFUNCS = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}
 
-    def __init__(self, program, words):
+    def __init__(self, program, words, exhaustive=True):
         self.program = program
         self.words = words
+        self.exhaustive = exhaustive
         self.buffers = np.zeros((program.n_slots, words), dtype=np.uint64)
         rows = list(self.buffers)
+        self.cells = {}  # input index -> the single word behind its stride-0 row
+        self.periodic = []  # inputs that vary inside a block but repeat identically in every block
+        if exhaustive:
+            for i in range(program.n_inputs):
+                if i < 6 or (1 << (i - 6)) >= words:
+                    cell = np.zeros(1, dtype=np.uint64)
+                    self.cells[i] = cell
+                    rows[i] = np.lib.stride_tricks.as_strided(cell, shape=(words,), strides=(0,), writeable=False)
+                    if i < 6:
+                        cell[0] = LOW_INPUT_WORDS[i]
+                else:
+                    rows[i][:] = input_word_index_bits(i, 0, words)
         self.rows = rows
         self.bound = []
         for op, dst, *src in program.steps:
@@ -351,30 +370,15 @@ class Evaluator:
             else:
                 self.bound.append((np.copyto, (rows[dst], ALL_ONES)))
         self.outputs = [rows[s] for s in program.output_slots]
-        self._block_inputs = None
-        self._filled = {}
+        self._high = [i for i in self.cells if i >= 6]
 
     def set_exhaustive_inputs(self, start_word):
-        """Fill the input slots for the block at `start_word` (a multiple of self.words)."""
-        if self._block_inputs is None:
-            # First block: inputs that repeat identically in every block are written once and kept.
-            self._block_inputs = []
-            for i in range(self.program.n_inputs):
-                if i < 6:
-                    self.rows[i].fill(LOW_INPUT_WORDS[i])
-                elif (1 << (i - 6)) < self.words:
-                    self.rows[i][:] = input_word_index_bits(i, 0, self.words)
-                else:
-                    self._block_inputs.append(i)
-        for i in self._block_inputs:
-            bit = (start_word >> (i - 6)) & 1
-            if self._filled.get(i) != bit:  # high inputs change rarely: refill only when they do
-                self.rows[i].fill(ALL_ONES if bit else ZERO)
-                self._filled[i] = bit
+        """Set the inputs for the block at `start_word` (a multiple of self.words): only the high inputs change."""
+        for i in self._high:
+            self.cells[i][0] = ALL_ONES if (start_word >> (i - 6)) & 1 else ZERO
 
     def set_inputs(self, planes):
-        """Copy explicit input planes (n_inputs x words), e.g. random patterns."""
-        self._block_inputs, self._filled = None, {}
+        """Copy explicit input planes (n_inputs x words), e.g. random patterns (needs exhaustive=False)."""
         for i in range(self.program.n_inputs):
             np.copyto(self.rows[i], planes[i])
 
@@ -405,36 +409,43 @@ def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress
     pool = queue.SimpleQueue()
     for _ in range(threads):
         pool.put(Evaluator(program, words))
+    # A task runs several consecutive blocks so thread hand-over costs little next to the work, but there are
+    # still several tasks per thread to balance the load.
+    batch = max(1, min(_TASK_WORDS // words, n_blocks // (4 * threads)))
 
-    def work(block):
+    def work(first):
         ev = pool.get()
         try:
-            ev.set_exhaustive_inputs(block * words)
-            return fn(block * words * 64, ev.run())
+            results = []
+            for block in range(first, min(first + batch, n_blocks)):
+                ev.set_exhaustive_inputs(block * words)
+                results.append(fn(block * words * 64, ev.run()))
+            return results
         finally:
             pool.put(ev)
 
     if threads == 1:
+        ev = pool.get()
         for block in range(n_blocks):
-            result = work(block)
+            ev.set_exhaustive_inputs(block * words)
+            result = fn(block * words * 64, ev.run())
             if progress is not None:
                 progress(patterns_per_block)
             yield result
         return
     with ThreadPoolExecutor(max_workers=threads) as executor:
-        pending = []
-        blocks = iter(range(n_blocks))
+        starts = iter(range(0, n_blocks, batch))
+        pending = [executor.submit(work, first) for first in itertools.islice(starts, 2 * threads)]
         try:
-            for block in itertools.islice(blocks, 2 * threads):
-                pending.append(executor.submit(work, block))
             while pending:
-                result = pending.pop(0).result()
-                nxt = next(blocks, None)
+                results = pending.pop(0).result()
+                nxt = next(starts, None)
                 if nxt is not None:
                     pending.append(executor.submit(work, nxt))
-                if progress is not None:
-                    progress(patterns_per_block)
-                yield result
+                for result in results:
+                    if progress is not None:
+                        progress(patterns_per_block)
+                    yield result
         finally:
             for f in pending:
                 f.cancel()

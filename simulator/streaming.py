@@ -49,7 +49,7 @@ def map_random_blocks(netlist, fn, samples, seed=0, block_words=DEFAULT_BLOCK_WO
     threads = max(1, min(int(threads), n_blocks))
     pool = queue.SimpleQueue()
     for _ in range(threads):
-        pool.put(Evaluator(program, words))
+        pool.put(Evaluator(program, words, exhaustive=False))
 
     def work(block):
         inputs = random_input_planes(program.n_inputs, words, seed, block)
