@@ -33,6 +33,7 @@ REFERENCES = ("add", "sub", "mul")
 METRIC_KEYS = ("ep_percent", "mae", "mae_percent", "wce", "wce_percent", "mse", "bias", "mre_percent",
                "wcre_percent", "count")
 STREAM_BLOCK_WORDS = 1 << 13
+MAX_EXHAUSTIVE_INPUTS = 40  # 2^40 combinations is hours on two cores; wider circuits are estimated by sampling
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -531,6 +532,10 @@ def stream_metrics(netlist, operands=None, reference="add", signed=False, progre
             _merge(total, part)
         return _finish(total, reference, norm, signed, estimate=True)
     n_in = len(netlist.inputs)
+    if n_in > MAX_EXHAUSTIVE_INPUTS:
+        raise AxnetError(f"circuit '{netlist.name}' has {n_in} inputs: exact metrics over all 2^{n_in} combinations "
+                         f"would take far too long (the limit is 2^{MAX_EXHAUSTIVE_INPUTS}); estimate them from "
+                         "random patterns with --samples N", path=netlist.source)
     words = min(1 << (max(int(block_words), 1).bit_length() - 1), 1 << max(n_in - 6, 0))
     n_valid = min(64 * words, 1 << n_in)
     reducer = _BlockReducer(operands, reference, signed, n_out, words, carry)

@@ -178,3 +178,5 @@ def test_bad_reference_and_operands_are_axnet_errors():
         error_metrics(build_lut(ripple_carry_adder(2, carry_in=True)), "mul")
     with pytest.raises(AxnetError, match="samples"):
         stream_metrics(nl, None, "add", samples=0)
+    with pytest.raises(AxnetError, match="--samples"):
+        stream_metrics(loa_adder(32, 4), None, "add")
