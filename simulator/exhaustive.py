@@ -472,14 +472,14 @@ _TRANSPOSE_STEPS = [(np.uint64(0x00AA00AA00AA00AA), np.uint64(7)), (np.uint64(0x
                     (np.uint64(0x00000000F0F0F0F0), np.uint64(28))]
 
 
-def _bytes_from_planes(planes, out):
-    """Byte p of `out` (uint8, 64 per plane word) gets bit p of plane j as its bit j, for up to 8 planes.
+def _bytes_from_planes(planes):
+    """uint8 array, 64 bytes per plane word, whose byte p has bit p of plane j as its bit j (up to 8 planes).
 
     Gathers byte q of every plane into one uint64 (an 8x8 bit matrix: row j = plane j) and transposes each matrix
     with three masked delta swaps, so the work is a few whole-array uint64 operations instead of one per bit.
     """
     words = planes[0].size
-    stacked = np.zeros((8 * words, 8), dtype=np.uint8)
+    stacked = (np.empty if len(planes) == 8 else np.zeros)((8 * words, 8), dtype=np.uint8)
     for j, p in enumerate(planes):
         stacked[:, j] = np.ascontiguousarray(p).view(np.uint8)
     x = stacked.view(np.uint64).reshape(-1)
@@ -491,7 +491,7 @@ def _bytes_from_planes(planes, out):
         np.bitwise_xor(x, t, out=x)
         np.left_shift(t, shift, out=t)
         np.bitwise_xor(x, t, out=x)
-    np.copyto(out, x.view(np.uint8))
+    return x.view(np.uint8)
 
 
 def planes_to_words(planes, n_patterns=None, dtype=np.int64):
@@ -505,15 +505,13 @@ def planes_to_words(planes, n_patterns=None, dtype=np.int64):
         raise AxnetError(f"{len(planes)} outputs do not fit a 64-bit signed table entry")
     n = 64 * (planes[0].size if planes else 0)
     acc_type = _small_uint(max(len(planes), 1))
-    out = np.zeros(n, dtype=acc_type)
-    lanes = out.view(np.uint8).reshape(n, -1)
-    for g in range(0, len(planes), 8):
-        if lanes.shape[1] == 1:
-            _bytes_from_planes(planes[g:g + 8], lanes[:, 0])
-        else:
-            lane = np.empty(n, dtype=np.uint8)
-            _bytes_from_planes(planes[g:g + 8], lane)
-            lanes[:, g // 8] = lane
+    if 0 < len(planes) <= 8:
+        out = _bytes_from_planes(planes)
+    else:
+        out = np.zeros(n, dtype=acc_type)
+        lanes = out.view(np.uint8).reshape(n, -1)
+        for g in range(0, len(planes), 8):
+            lanes[:, g // 8] = _bytes_from_planes(planes[g:g + 8])
     if n_patterns is not None:
         out = out[:n_patterns]
     return out if dtype is None else out.astype(dtype)

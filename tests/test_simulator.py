@@ -144,3 +144,14 @@ def test_random_patterns_are_reproducible_and_cover_wide_inputs():
     mask = (1 << 40) - 1
     assert [int(o) for o in o1] == [(int(p) & mask) + (int(p) >> 40) for p in p1]
     assert max(int(p) for p in p1) > 1 << 70
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 63), st.integers(1, 4), st.integers(0, 2 ** 32))
+def test_planes_to_words_matches_bit_by_bit_unpacking(n_planes, words, seed):
+    rng = np.random.default_rng(seed)
+    planes = [rng.integers(0, 2 ** 63, words, dtype=np.int64).view(np.uint64) for _ in range(n_planes)]
+    want = [sum(((int(p[t // 64]) >> (t % 64)) & 1) << k for k, p in enumerate(planes)) for t in range(64 * words)]
+    assert planes_to_words(planes).tolist() == want
+    small = planes_to_words(planes, 70, dtype=None)
+    assert small.dtype.kind == "u" and small.tolist() == want[:70]
