@@ -314,24 +314,6 @@ def _bitsliced_max(planes, arena=None):
     return best
 
 
-def _planes_to_values(planes, n, signed=False):
-    """Per-pattern values of the first n patterns of a plane list: a small unsigned type when unsigned and at most
-    64 planes, int64 when signed and at most 62 planes, float64 beyond."""
-    if not planes:
-        return np.zeros(n, dtype=np.uint8)
-    if not signed and len(planes) <= 64:
-        return planes_to_words(planes, n, dtype=None)
-    if len(planes) <= 62:
-        v = planes_to_words(planes, n)
-        return np.where(v >= 1 << (len(planes) - 1), v - (1 << len(planes)), v)
-    v = np.zeros(n, dtype=np.float64)
-    for j, p in enumerate(planes):
-        bits = np.unpackbits(p.view(np.uint8), bitorder="little")[:n]
-        scale = -(2.0 ** j) if signed and j == len(planes) - 1 else 2.0 ** j
-        v += bits * scale
-    return v
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Streaming reduction
 # ---------------------------------------------------------------------------------------------------------------
@@ -540,29 +522,7 @@ def stream_metrics(netlist, operands=None, reference="add", signed=False, progre
     n_valid = min(64 * words, 1 << n_in)
     reducer = _BlockReducer(operands, reference, signed, n_out, words, carry)
     reducer.segments = _run_reciprocals(operands, reference, signed, carry, n_in)
-    in_cache = {}
-
-    def reduce_block(start, out_rows):
-        return reducer(_exhaustive_inputs(n_in, start // 64, words, in_cache), out_rows, n_valid, start)
-
-    for part in map_blocks(netlist, reduce_block, block_words=words, threads=threads, progress=progress):
+    for part in map_blocks(netlist, lambda start, outputs, inputs: reducer(inputs, outputs, n_valid, start),
+                           block_words=words, threads=threads, progress=progress, with_inputs=True):
         _merge(total, part)
     return _finish(total, reference, norm, signed)
-
-
-def _exhaustive_inputs(n_inputs, start_word, words, cache):
-    """Input planes of an exhaustive block; planes that are the same in every block are built once and shared."""
-    from simulator.exhaustive import ALL_ONES, LOW_INPUT_WORDS, ZERO, input_word_index_bits
-    rows = []
-    for i in range(n_inputs):
-        if i < 6 or (1 << (i - 6)) < words:
-            if i not in cache:
-                cache[i] = (np.full(words, LOW_INPUT_WORDS[i], dtype=np.uint64) if i < 6
-                            else input_word_index_bits(i, 0, words))
-            rows.append(cache[i])
-        else:
-            key = ("ones",) if (start_word >> (i - 6)) & 1 else ("zeros",)
-            if key not in cache:
-                cache[key] = np.full(words, ALL_ONES if key == ("ones",) else ZERO, dtype=np.uint64)
-            rows.append(cache[key])
-    return rows

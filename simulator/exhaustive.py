@@ -393,12 +393,15 @@ def _as_program(netlist_or_program):
     return netlist_or_program if isinstance(netlist_or_program, Program) else compile_netlist(netlist_or_program)
 
 
-def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress=None, stop_word=None):
+def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress=None, stop_word=None,
+               with_inputs=False):
     """Simulate every block exhaustively and yield fn(start_pattern, output_planes) in block order.
 
     `fn` runs in a worker thread on the evaluator's own buffers (a list of 1-D uint64 planes, valid only during the
-    call), so reductions happen in parallel and nothing is copied unless `fn` copies it. `stop_word` limits the
-    run to the blocks before that word (benchmarks). `progress(n)` is called with patterns done after each block.
+    call), so reductions happen in parallel and nothing is copied unless `fn` copies it. With `with_inputs` it is
+    called as fn(start_pattern, output_planes, input_planes) (read-only; repeated words may be stride-0 views).
+    `stop_word` limits the run to the blocks before that word (benchmarks). `progress(n)` is called with the
+    patterns done after each block.
     """
     program = _as_program(netlist)
     words, n_blocks = block_geometry(program.n_inputs, block_words)
@@ -409,6 +412,14 @@ def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress
     pool = queue.SimpleQueue()
     for _ in range(threads):
         pool.put(Evaluator(program, words))
+
+    def call(ev, block):
+        ev.set_exhaustive_inputs(block * words)
+        outputs = ev.run()
+        if with_inputs:
+            return fn(block * words * 64, outputs, ev.rows[:program.n_inputs])
+        return fn(block * words * 64, outputs)
+
     # A task runs several consecutive blocks so thread hand-over costs little next to the work, but there are
     # still several tasks per thread to balance the load.
     batch = max(1, min(_TASK_WORDS // words, n_blocks // (4 * threads)))
@@ -418,8 +429,7 @@ def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress
         try:
             results = []
             for block in range(first, min(first + batch, n_blocks)):
-                ev.set_exhaustive_inputs(block * words)
-                results.append(fn(block * words * 64, ev.run()))
+                results.append(call(ev, block))
             return results
         finally:
             pool.put(ev)
@@ -427,8 +437,7 @@ def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress
     if threads == 1:
         ev = pool.get()
         for block in range(n_blocks):
-            ev.set_exhaustive_inputs(block * words)
-            result = fn(block * words * 64, ev.run())
+            result = call(ev, block)
             if progress is not None:
                 progress(patterns_per_block)
             yield result
