@@ -2,7 +2,8 @@
 
 Definitions follow EvoApproxLib (e = approximate - exact over every input combination):
 EP% = 100 P(e != 0); MAE = mean |e|; WCE = max |e|; MSE = mean e^2; bias = mean e; MRE% and WCRE% = mean and max
-of 100 |e| / |exact| over the combinations whose exact result is not 0. MAE% and WCE% divide by a normaliser,
+of 100 |e| / |exact| over the combinations whose exact result is not 0 (None when there is none; MRE/WCRE of
+the streamed path come from per-pattern |e| against reciprocal tables). MAE% and WCE% divide by a normaliser,
 reported in the dict: 2^(n+1) for n-bit unsigned adders and subtractors, 2^n for signed ones, 2^(wa+wb) for
 multipliers, and the output range 2^(n_outputs) for adders whose operands differ in width.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from circuits.errors import AxnetError
 from lutgen.operands import group_operands
-from simulator.exhaustive import DEFAULT_BLOCK_WORDS, map_blocks, planes_to_words
+from simulator.exhaustive import map_blocks, planes_to_words
 from simulator.streaming import map_random_blocks, valid_mask
 
 REFERENCES = ("add", "sub", "mul")
