@@ -22,7 +22,7 @@ import torch
 
 from circuits.errors import AxnetError
 from dnn import adder_ops, native_kernels
-from dnn.quant import check_finite, integer_range, layer_scale, quantize
+from dnn.quant import abs_max, check_finite, integer_range, layer_scale, quantize
 
 FLOAT32_EXACT = 1 << 24  # integer sums below this are exact in float32
 MIN_LUT_BITS, MAX_LUT_BITS = 3, 12
@@ -76,9 +76,10 @@ class _Backend:
 
     def conv(self, x, weight, geom, scale):
         """The layer operation on this back-end: -step * sum |C(w, -x)| with the layer's shared scale."""
-        check_finite(x, "input")
-        check_finite(weight, "weight")
-        step = (layer_scale(x, weight, scale) / self.qmax).to(x.device)
+        x_max, w_max = abs_max(x), abs_max(weight)
+        check_finite(x, "input", x_max)
+        check_finite(weight, "weight", w_max)
+        step = (layer_scale(x, weight, scale, x_max, w_max) / self.qmax).to(x.device)
         return IntegerAdderFunction.apply(x.float(), weight, step, geom, self)
 
     def backward(self, xq, wq, step, grad_out, geom, needs):

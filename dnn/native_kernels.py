@@ -26,6 +26,7 @@ SOURCE = r"""
  * All images are zero- (or pad-index-) padded by the caller and carry SLACK spare elements at the end, so a kernel
  * may read whole 8-lane vectors past the last valid pixel of a row; those lanes are computed and dropped.
  * Vectors use GCC vector extensions, so the file builds for whatever SIMD width -march=native offers.
+ * Loops are scheduled dynamically: on a shared, noisy machine a descheduled thread then delays nobody.
  * Table kernels work on tiles of output pixels one input channel at a time, so the channel's tables (kh*kw*V*Op
  * floats) stay in L2 while a tile's accumulators stay in L1/L2.
  */
@@ -75,7 +76,7 @@ void l1_forward_f32(const float *xp, const float *wt, float *out, int N, int C, 
     const long K = (long)C * kh * kw;
     const int OB = (O + 7) / 8;
     const long tasks = (long)N * Ho * OB;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
     for (long t = 0; t < tasks; t++) {
         const int ob = (int)(t % OB), oh = (int)((t / OB) % Ho), n = (int)(t / ((long)OB * Ho));
         for (int ow0 = 0; ow0 < Wo; ow0 += 8) {
@@ -131,7 +132,7 @@ static inline __attribute__((always_inline)) void l1_grad_span(const float *x, i
 void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *gxp, int N, int C, int Hp, int Wp,
                        int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
     const long tasks = (long)N * C, plane = (long)Ho * Wo;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
     for (long t = 0; t < tasks; t++) {
         const int n = (int)(t / C), c = (int)(t % C);
         for (int oh = 0; oh < Ho; oh++)  /* one output row of g (O * Wo floats) stays in L1 across the taps */
@@ -161,7 +162,7 @@ void table_forward_f32(const int32_t *ip, const float *tab, float *out, int N, i
                        int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
     const int RB = tile_rows(Wo), blocks = (Ho + RB - 1) / RB;
     const long tasks = (long)N * blocks;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
     for (long t = 0; t < tasks; t++) {
         const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
         const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
@@ -195,7 +196,7 @@ void table_input_grad_f32(const int32_t *ip, const float *btab, const float *gt,
                           int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
                           int threads) {
     const int RB = tile_rows(Wo);
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
     for (int n = 0; n < N; n++)
         for (int oh0 = 0; oh0 < Ho; oh0 += RB)
             for (int c = 0; c < C; c++)
@@ -226,9 +227,9 @@ void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, i
     const long tasks = (long)N * blocks;
 #pragma omp parallel num_threads(threads)
     {
-        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        float *h = hbuf + tid * table;
-        for (long t = tid; t < tasks; t += nt) {
+        float *h = hbuf + omp_get_thread_num() * table;
+#pragma omp for schedule(dynamic, 1)
+        for (long t = 0; t < tasks; t++) {
             const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
             const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
             for (int c = 0; c < C; c++)
@@ -262,7 +263,7 @@ void cell_forward_i64(const int64_t *bp, const int64_t *wk, double *out, int N, 
 #pragma omp parallel num_threads(threads)
     {
         int64_t *col = (int64_t *)malloc(sizeof(int64_t) * K);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (long t = 0; t < tasks; t++) {
             const int n = (int)(t / Ho), oh = (int)(t % Ho);
             for (int ow = 0; ow < Wo; ow++) {
@@ -311,7 +312,7 @@ void cell_small_forward(const int32_t *xv, const int32_t *xlo, const int32_t *wv
 #pragma omp parallel num_threads(threads)
     {
         int32_t *cv = (int32_t *)malloc(sizeof(int32_t) * 2 * K), *cl = cv + K;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (long t = 0; t < tasks; t++) {
             const int n = (int)(t / Ho), oh = (int)(t % Ho);
             for (int ow = 0; ow < Wo; ow++) {
@@ -350,9 +351,9 @@ void table_backward_f32(const int32_t *ip, const float *btab, const float *gt, f
     const int RB = tile_rows(Wo);
 #pragma omp parallel num_threads(threads)
     {
-        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-        float *h = hbuf + tid * table;
-        for (int n = tid; n < N; n += nt)
+        float *h = hbuf + omp_get_thread_num() * table;
+#pragma omp for schedule(dynamic, 1)
+        for (int n = 0; n < N; n++)
             for (int oh0 = 0; oh0 < Ho; oh0 += RB)
                 for (int c = 0; c < C; c++)
                     for (int oh = oh0; oh < (oh0 + RB < Ho ? oh0 + RB : Ho); oh++)

@@ -25,19 +25,29 @@ def integer_range(bits):
     return (1 << (bits - 2)) - 1
 
 
-def check_finite(x, what="input"):
-    """A quantized layer cannot map inf or NaN to an integer: refuse it with a clear error."""
-    if not bool(torch.isfinite(x).all()):
+def abs_max(t):
+    """max |t| in one pass; NaN if t holds a NaN, inf if it holds an inf."""
+    return torch.linalg.vector_norm(t.detach().float(), float("inf"))
+
+
+def check_finite(x, what="input", magnitude=None):
+    """A quantized layer cannot map inf or NaN to an integer: refuse it with a clear error.
+
+    `magnitude` is abs_max(x) when the caller already has it (it is finite exactly when x is)."""
+    magnitude = abs_max(x) if magnitude is None else magnitude
+    if not bool(torch.isfinite(magnitude)):
         raise AxnetError(f"quantized adder layer got a non-finite {what} (inf or NaN); "
                          "check the data, or the learning rate if this happened in training")
 
 
-def layer_scale(x, weight, scale):
+def layer_scale(x, weight, scale, x_max=None, w_max=None):
     """The shared scale to use now: the calibrated one, else max(|x|max, |w|max); never zero. Detached."""
     if scale is not None:
         s = scale.detach().to(device=x.device, dtype=torch.float32).reshape(())
     else:
-        s = torch.maximum(x.detach().abs().max(), weight.detach().abs().max()).float()
+        x_max = abs_max(x) if x_max is None else x_max
+        w_max = abs_max(weight) if w_max is None else w_max
+        s = torch.maximum(x_max, w_max.to(x_max.device))
     return torch.where(s > 0, s, torch.ones_like(s))
 
 
