@@ -26,7 +26,8 @@ SOURCE = r"""
  * All images are zero- (or pad-index-) padded by the caller and carry SLACK spare elements at the end, so a kernel
  * may read whole 8-lane vectors past the last valid pixel of a row; those lanes are computed and dropped.
  * Vectors use GCC vector extensions, so the file builds for whatever SIMD width -march=native offers.
- * Loops are scheduled dynamically: on a shared, noisy machine a descheduled thread then delays nobody.
+ * Loops whose tasks write disjoint outputs are scheduled dynamically (on a shared, noisy machine a descheduled thread
+ * then delays nobody); the ones that sum into per-thread tables keep a fixed split, so results are reproducible.
  * Table kernels work on tiles of output pixels one input channel at a time, so the channel's tables (kh*kw*V*Op
  * floats) stay in L2 while a tile's accumulators stay in L1/L2.
  */
@@ -228,7 +229,7 @@ void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, i
 #pragma omp parallel num_threads(threads)
     {
         float *h = hbuf + omp_get_thread_num() * table;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static, 1) /* a fixed split keeps the float sums, and so training runs, reproducible */
         for (long t = 0; t < tasks; t++) {
             const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
             const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
@@ -352,7 +353,7 @@ void table_backward_f32(const int32_t *ip, const float *btab, const float *gt, f
 #pragma omp parallel num_threads(threads)
     {
         float *h = hbuf + omp_get_thread_num() * table;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static, 1) /* a fixed split keeps the float sums, and so training runs, reproducible */
         for (int n = 0; n < N; n++)
             for (int oh0 = 0; oh0 < Ho; oh0 += RB)
                 for (int c = 0; c < C; c++)
