@@ -342,6 +342,10 @@ def to_plain(value):
 def format_number(value):
     """Integers as they are, other numbers with 6 significant digits."""
     value = to_plain(value)
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
         return str(int(value))
     return f"{value:.6g}"
