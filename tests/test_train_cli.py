@@ -117,6 +117,7 @@ def test_retrain_table_and_circuit_check(tiny_run, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["rows"]
     assert [row["row"] for row in rows] == ["float", "quantized exact (6-bit)", "circuit, before retraining",
+                                            "circuit, BatchNorm re-estimated only",
                                             "after retraining, gradient LUT", "after retraining, STE"]
     assert "| after retraining, STE |" in (out / "retrain.md").read_text()
     retrained = load_checkpoint(out / "retrain_lut" / "last.pt")
