@@ -102,10 +102,18 @@ void l1_forward_f32(const float *xp, const float *wt, float *out, int N, int C, 
     }
 }
 
+/* 8 floats from p, or only the first `count` of them (the rest zero) when `safe`: the last row of g has no slack. */
+static inline v8 vload_upto(const float *p, int count, int safe) {
+    if (!safe || count >= 8) return vload(p);
+    v8 v = vsplat(0.0f);
+    for (int t = 0; t < count; t++) v[t] = p[t];
+    return v;
+}
+
 /* One stretch of 8*NQ output pixels of the HardTanh input gradient: s[q] = sum_o g[o, pixels] * clamp(w[o] - x). */
 static inline __attribute__((always_inline)) void l1_grad_span(const float *x, int sw, const float *wrow,
                                                                const float *gp, long gstride, int O, float *dst,
-                                                               int lanes, const int NQ) {
+                                                               int lanes, int safe, const int NQ) {
     v8 xv[4], s[4], u[4];  /* two accumulator sets (even and odd o) keep more FMAs in flight */
     for (int q = 0; q < NQ; q++) {
         xv[q] = vrow(x + (long)8 * q * sw, sw);
@@ -116,20 +124,21 @@ static inline __attribute__((always_inline)) void l1_grad_span(const float *x, i
     for (; o + 1 < O; o += 2, gp += 2 * gstride) {
         const v8 w0 = vsplat(wrow[o]), w1 = vsplat(wrow[o + 1]);
         for (int q = 0; q < NQ; q++) {
-            s[q] += vload(gp + 8 * q) * vclamp1(w0 - xv[q]);
-            u[q] += vload(gp + gstride + 8 * q) * vclamp1(w1 - xv[q]);
+            s[q] += vload_upto(gp + 8 * q, lanes - 8 * q, safe) * vclamp1(w0 - xv[q]);
+            u[q] += vload_upto(gp + gstride + 8 * q, lanes - 8 * q, safe) * vclamp1(w1 - xv[q]);
         }
     }
     if (o < O) {
         const v8 w0 = vsplat(wrow[o]);
-        for (int q = 0; q < NQ; q++) s[q] += vload(gp + 8 * q) * vclamp1(w0 - xv[q]);
+        for (int q = 0; q < NQ; q++) s[q] += vload_upto(gp + 8 * q, lanes - 8 * q, safe) * vclamp1(w0 - xv[q]);
     }
     for (int q = 0; q < NQ; q++) s[q] += u[q];
     for (int l = 0; l < lanes; l++) dst[(long)l * sw] += s[l / 8][l % 8];
 }
 
 /* gxp[n,c,h,w] += sum over the (o, oh, ow, i, j) reading that pixel of g[n,o,oh,ow] * clamp(w[o,c,i,j] - x, -1, 1).
- * wk is the weight transposed to (K, O); g is (N, O, Ho, Wo) with slack; gxp is zeroed (N, C, Hp, Wp). */
+ * wk is the weight transposed to (K, O); g is (N, O, Ho, Wo) (reads past a row end are bounded on the very last
+ * row); gxp is zeroed (N, C, Hp, Wp). */
 void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *gxp, int N, int C, int Hp, int Wp,
                        int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
     const long tasks = (long)N * C, plane = (long)Ho * Wo;
@@ -146,9 +155,11 @@ void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *
                         const float *x = xp + base + (long)ow0 * sw;
                         const float *gp = g + ((long)n * O * Ho + oh) * Wo + ow0;
                         float *dst = gxp + base + (long)ow0 * sw;
-                        if (lanes > 16) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 4);
-                        else if (lanes > 8) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 2);
-                        else l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 1);
+                        if (n == N - 1 && oh == Ho - 1)  /* constant flags: the fast path has no branch */
+                            l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 1, (lanes + 7) / 8 > 2 ? 4 : 2);
+                        else if (lanes > 16) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 0, 4);
+                        else if (lanes > 8) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 0, 2);
+                        else l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 0, 1);
                     }
                 }
     }
@@ -476,13 +487,6 @@ def _geometry_args(geom, ho, wo):
     return _ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo)
 
 
-def _with_slack(t):
-    """A contiguous copy of t followed by SLACK zeros (returned flat, and as a view shaped like t)."""
-    flat = torch.zeros(t.numel() + SLACK, dtype=t.dtype)
-    flat[: t.numel()] = t.reshape(-1)
-    return flat
-
-
 def l1_forward(x, weight, geom):
     """Compiled exact forward: -sum |x - w| over each padded patch, (N, O, Ho, Wo) float32."""
     lib = load()
@@ -508,7 +512,7 @@ def l1_input_grad(x, weight, grad_out, geom):
     ho, wo = geom.output_size(h, w)
     flat, image = _padded(x, geom, 0.0, torch.float32)
     wk = weight.reshape(o, -1).t().contiguous()
-    g = _with_slack(grad_out.float())
+    g = grad_out.float().contiguous()
     grad = torch.zeros(flat.numel(), dtype=torch.float32)
     lib.l1_input_grad_f32(_ptr(flat), _ptr(wk), _ptr(g), _ptr(grad), *_ints(n, c, image.shape[2], image.shape[3], o),
                           *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
