@@ -474,16 +474,19 @@ def eval_cmd(checkpoint, arith_texts, data_spec, as_json):
               help="Approximate full-adder cell for the low bits (see `axnet library`).")
 @click.option("--width", type=click.IntRange(2, 64), default=32, show_default=True, help="Adder width in bits.")
 @click.option("--approx-bits", "bits_text", default="0:32", show_default=True,
-              help="Approximate low bits to try: LO:HI (inclusive) or K.")
+              help="Approximate low bits to try: LO:HI (inclusive), LO:HI:STEP or K.")
+@click.option("--limit-test", type=click.IntRange(0, None), default=0,
+              help="Use only the first N test images (quicker; 0 = all).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write sweep.png, sweep.csv and sweep.json here.")
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def sweep_cmd(checkpoint, cell, width, bits_text, out_dir, data_spec, as_json):
+def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, as_json):
     """Accuracy against the number of approximate low bits of a cell adder (the seed-000 study)."""
     from dnn.training import run_sweep
 
-    result = run_sweep(checkpoint, cell=cell, width=width, bits_text=bits_text, out_dir=out_dir, data_spec=data_spec)
+    result = run_sweep(checkpoint, cell=cell, width=width, bits_text=bits_text, out_dir=out_dir, data_spec=data_spec,
+                       test_limit=limit_test)
     if as_json:
         train_echo_json(result)
         return

@@ -506,17 +506,17 @@ def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0,
 
 
 def parse_bits_range(text, width):
-    """'0:32' -> [0, 1, ..., 32] (inclusive); '4' -> [4]; errors name --approx-bits."""
+    """'0:32' -> [0, 1, ..., 32] (inclusive); '0:32:4' -> [0, 4, ..., 32]; '4' -> [4]; errors name --approx-bits."""
     try:
-        if ":" in text:
-            lo, hi = (int(t) for t in text.split(":", 1))
-        else:
-            lo = hi = int(text)
+        parts = [int(t) for t in text.split(":")]
     except ValueError:
-        raise AxnetError(f"--approx-bits '{text}': expected K or LO:HI such as 0:32") from None
-    if not 0 <= lo <= hi <= width:
-        raise AxnetError(f"--approx-bits '{text}': need 0 <= LO <= HI <= --width {width}")
-    return list(range(lo, hi + 1))
+        raise AxnetError(f"--approx-bits '{text}': expected K, LO:HI or LO:HI:STEP such as 0:32") from None
+    if len(parts) not in (1, 2, 3):
+        raise AxnetError(f"--approx-bits '{text}': expected K, LO:HI or LO:HI:STEP such as 0:32")
+    lo, hi, step = parts[0], parts[1] if len(parts) > 1 else parts[0], parts[2] if len(parts) > 2 else 1
+    if not 0 <= lo <= hi <= width or step < 1:
+        raise AxnetError(f"--approx-bits '{text}': need 0 <= LO <= HI <= --width {width} and STEP >= 1")
+    return list(range(lo, hi + 1, step))
 
 
 def first_drop(bits, accuracy, reference, points=1.0):

@@ -140,6 +140,7 @@ def test_bad_settings_name_the_option(tmp_path):
 
 def test_bits_range_and_first_drop():
     assert T.parse_bits_range("0:3", 32) == [0, 1, 2, 3] and T.parse_bits_range("5", 8) == [5]
+    assert T.parse_bits_range("0:32:8", 32) == [0, 8, 16, 24, 32]
     for bad in ("3:1", "0:33", "x"):
         with pytest.raises(AxnetError, match="--approx-bits"):
             T.parse_bits_range(bad, 32)
