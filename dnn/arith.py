@@ -182,6 +182,48 @@ def _check_grads(lut, where):
             raise AxnetError(f"gradient table grad_{name} holds non-finite values", path=where)
 
 
+def adder_view(lut, bits):
+    """The LUT as the adder layer reads it: operands and result as n-bit two's complement (low n output bits).
+
+    A plain n-bit adder LUT also holds a carry-out bit, and an unsigned one orders its axes 0..2^n-1, so the values
+    -1 and 0 sit at opposite ends of an axis. Differentiating that table would put the carry and the wrap into the
+    gradients right where activations near 0 fall; gradients must be taken of this view instead.
+    """
+    from lutgen.lut import Lut
+
+    table = _signed(np.asarray(lut.table, dtype=np.int64), bits)
+    return Lut(table=table, operands=list(lut.operands), outputs=list(lut.outputs)[:bits], signed=True,
+               circuit=lut.circuit, sha256=lut.sha256)
+
+
+def layer_slopes(lut, bits, qmax, half_window, where=None):
+    """Circuit slopes (dd/dw, dd/dc) at c = -x over the layer's domain, indexed [w + qmax, x + qmax] like `diff`.
+
+    Windowed differences of the layer's reading of the circuit (see `adder_view`) in numeric order, with the window
+    shrunk at the edges of the domain the layer can reach, so neither the carry-out, the raw-pattern wrap nor the
+    overflow beyond the n-bit range enters a slope. A gradient file's own tables are used as they are only when they
+    were taken of that same reading (a signed LUT with exactly n outputs) and no `half_window` overrides them;
+    otherwise they are recomputed with the file's half window (or `half_window`).
+    """
+    from lutgen.gradient import shrink_gradient
+
+    mask = (1 << bits) - 1
+    pat = np.arange(-qmax, qmax + 1, dtype=np.int64) & mask
+    meta = dict(lut.grad_meta or {})
+    if half_window is None and lut.grads is not None and lut.signed and len(lut.outputs) == bits:
+        name_a, name_b = (name for name, _ in lut.operands)
+        return (np.asarray(lut.grads[name_a], np.float32)[np.ix_(pat, pat[::-1])],
+                np.asarray(lut.grads[name_b], np.float32)[np.ix_(pat, pat[::-1])])
+    if half_window is None and meta.get("method") == "diff":
+        half_window = meta.get("half_window")
+    if half_window is None:
+        raise AxnetError("grad=lut needs gradient tables: this LUT has none; give a half window "
+                         "(lut:PATH:grad=lut:w=W) or a file from `axnet gradlut`", path=where)
+    reading = _signed(np.asarray(lut.table, dtype=np.int64)[np.ix_(pat, pat)], bits)
+    slope_w, slope_c = shrink_gradient(reading, int(half_window), 0), shrink_gradient(reading, int(half_window), 1)
+    return slope_w[:, ::-1], slope_c[:, ::-1]  # columns from c = -qmax..qmax to x = -qmax..qmax
+
+
 class LutAdder(_TableAdder):
     """An n-bit two-operand adder LUT (from `axnet simulate`) as the layer's subtraction: d = C(w, -x).
 
@@ -208,16 +250,13 @@ class LutAdder(_TableAdder):
         w_pat, nx_pat = (values & mask)[:, None], ((-values) & mask)[None, :]
         self.diff = torch.from_numpy(_signed(np.asarray(lut.table, dtype=np.int64)[w_pat, nx_pat], self.bits))
         if grad == "lut":
-            if half_window is not None:
-                from lutgen.gradient import gradient_lut
-                lut = gradient_lut(lut, half_window)
-            if lut.grads is None:
-                raise AxnetError("grad=lut needs gradient tables: this LUT has none; give a half window "
-                                 "(lut:PATH:grad=lut:w=W) or a file from `axnet gradlut`", path=where)
-            _check_grads(lut, where)
-            name_a, name_b = lut.names
-            self.grad_w_slope = torch.from_numpy(np.asarray(lut.grads[name_a], np.float32)[w_pat, nx_pat].copy())
-            self.grad_x_slope = torch.from_numpy(np.asarray(lut.grads[name_b], np.float32)[w_pat, nx_pat].copy())
+            if lut.grads is not None:
+                _check_grads(lut, where)
+            if half_window is None and (lut.grad_meta or {}).get("method") == "diff":
+                self.half_window = lut.grad_meta.get("half_window")
+            slope_w, slope_x = layer_slopes(lut, self.bits, self.qmax, half_window, where)
+            self.grad_w_slope = torch.from_numpy(np.ascontiguousarray(slope_w))
+            self.grad_x_slope = torch.from_numpy(np.ascontiguousarray(slope_x))
 
     @property
     def spec(self):

@@ -12,7 +12,7 @@ from circuits.generators import ripple_carry_adder
 from circuits.library import cell_truth_table
 from dnn import Adder2d, AdderLinear, CellAdder, ExactInt, LutAdder, native_kernels, parse_arith, set_arith
 from dnn.adder_ops import Geometry
-from dnn.arith import lut_gather_sums, ripple_add, ripple_tables
+from dnn.arith import adder_view, lut_gather_sums, ripple_add, ripple_tables
 from dnn.quant import integer_range
 from lutgen.formats import save_npz
 from lutgen.gradient import gradient_lut
@@ -194,8 +194,11 @@ def test_lut_gradients_follow_the_documented_chain_rule():
     table = torch.from_numpy(lut.table)
     words = table[w_pat, nx_pat] & mask
     d = torch.where(words >= 32, words - 64, words).double() * step
-    ga = torch.from_numpy(lut.grads["a"]).double()[w_pat, nx_pat]
-    gb = torch.from_numpy(lut.grads["b"]).double()[w_pat, nx_pat]
+    q = adder.qmax  # the layer's slope tables are indexed [w + qmax, x + qmax] (checked on their own below)
+    w_idx = (wq.reshape(3, -1).long() + q)[None, :, :, None]
+    x_idx = (geom.unfold(xq.double()).long() + q)[:, None]
+    ga = adder.grad_w_slope.double()[w_idx, x_idx]
+    gb = adder.grad_x_slope.double()[w_idx, x_idx]
     g = grad_out.double().reshape(2, 3, 1, -1)
     expected_gw = (g * -d * ga).sum((0, 3)).view(layer.weight.shape)
     expected_gx = geom.fold((g * d.clamp(-1, 1) * gb).sum(1), 7, 6)
@@ -300,3 +303,33 @@ def test_lut_gradient_backward_is_reproducible():
     for _ in range(3):
         again = _grads(layer, x, grad_out)
         assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+def test_exact_adder_lut_gradients_are_one_across_zero(from_file, tmp_path):
+    """An unsigned exact-adder LUT (with carry-out) gives slope 1 everywhere the layer reads it, also where w or -x
+    crosses 0: the layer differentiates its signed n-bit reading, not raw patterns (where 0 and -1 lie 2^n apart)."""
+    lut = _adder_lut(8)
+    if from_file:  # a gradient file made from the unsigned LUT, as `axnet gradlut adder.npz` writes it
+        path = tmp_path / "g.npz"
+        save_npz(gradient_lut(lut, 2), path)
+        adder = LutAdder(str(path), grad="lut")
+        assert adder.half_window == 2
+    else:
+        adder = LutAdder(lut, grad="lut", half_window=2)
+    torch.testing.assert_close(adder.grad_w_slope, torch.ones_like(adder.grad_w_slope))
+    torch.testing.assert_close(adder.grad_x_slope, torch.ones_like(adder.grad_x_slope))
+
+
+def test_layer_slopes_are_the_windowed_difference_of_the_signed_reading():
+    """Inside the layer's domain (away from its edges) the slopes equal `gradient_lut` of the n-bit signed view,
+    looked up at (w, -x)."""
+    lut = _adder_lut(6, "ama2", 3)
+    adder = LutAdder(lut, grad="lut", half_window=1)
+    view = gradient_lut(adder_view(lut, 6), 1)
+    q, inner = adder.qmax, np.arange(-adder.qmax + 2, adder.qmax - 1)
+    w, x = np.meshgrid(inner, inner, indexing="ij")
+    got_w = adder.grad_w_slope.numpy()[w + q, x + q]
+    got_x = adder.grad_x_slope.numpy()[w + q, x + q]
+    np.testing.assert_array_equal(got_w, view.grads["a"][w & 63, (-x) & 63])
+    np.testing.assert_array_equal(got_x, view.grads["b"][w & 63, (-x) & 63])
