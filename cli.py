@@ -4,6 +4,7 @@ import sys
 import click
 
 from circuits.errors import AxnetError
+from circuits.files import file_sha256
 
 __version__ = "0.1.0"
 
@@ -37,17 +38,6 @@ METRIC_ROWS = [("ep_percent", "error probability (EP)", "%"), ("mae", "mean abso
                ("wce_percent", "WCE / output range", "%"), ("mse", "mean squared error (MSE)", ""),
                ("bias", "mean error (bias)", ""), ("mre_percent", "mean relative error (MRE)", "%"),
                ("wcre_percent", "worst-case relative error", "%"), ("count", "combinations measured", "")]
-
-
-def file_sha256(path):
-    """Hex sha256 of a file's bytes, recorded in LUT files so a LUT can be traced to its circuit."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_circuit(path, top=None, undriven="error"):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from circuits.errors import AxnetError
-from circuits.files import atomic_write
+from circuits.files import atomic_write, read_text
 from circuits.netlist import Netlist, Node
 
 
@@ -397,19 +397,7 @@ def _first_reader(netlist, name, lines):
 
 def read_blif(path, top=None, undriven="error"):
     """Read a BLIF file into one flat, checked Netlist (see parse_blif for `top` and `undriven`)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise AxnetError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise AxnetError("is a directory, expected a BLIF file", path=path) from None
-    except UnicodeDecodeError:
-        raise AxnetError("not a text file (cannot decode it as UTF-8)", path=path) from None
-    except OSError as e:
-        raise AxnetError(f"cannot read: {e.strerror}", path=path) from None
-    if not text.strip():
-        raise AxnetError("empty file", path=path)
+    text = read_text(path, "BLIF file")
     return parse_blif(text, source=str(path), top=top, undriven=undriven)
 
 

@@ -25,3 +25,34 @@ def atomic_write(path, mode="w", **kwargs):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def read_text(path, kind="file"):
+    """A text file's contents; a missing, unreadable, binary or empty file is a one-line AxnetError naming it."""
+    from circuits.errors import AxnetError
+
+    try:
+        data = open(path, "rb").read()
+    except FileNotFoundError:
+        raise AxnetError("no such file", path=path) from None
+    except IsADirectoryError:
+        raise AxnetError(f"is a directory, expected a {kind}", path=path) from None
+    except OSError as e:
+        raise AxnetError(f"cannot read: {e.strerror}", path=path) from None
+    if not data.strip():
+        raise AxnetError("empty file", path=path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AxnetError(f"not a text file (cannot decode it as UTF-8), expected a {kind}", path=path) from None
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes: LUTs and checkpoints record it so results trace back to their circuit."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from circuits.errors import AxnetError
-from circuits.files import atomic_write
+from circuits.files import atomic_write, read_text
 from circuits.netlist import Netlist, Node
 from circuits.truthtable import MAX_TABLE_INPUTS, espresso_cover, truth_table
 
@@ -155,19 +155,7 @@ def parse_pla(text, source="<string>", name=None):
 
 def read_pla(path, name=None):
     """Read an espresso PLA file into a Netlist with one node per output."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise AxnetError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise AxnetError("is a directory, expected a PLA file", path=path) from None
-    except UnicodeDecodeError:
-        raise AxnetError("not a text file (cannot decode it as UTF-8)", path=path) from None
-    except OSError as e:
-        raise AxnetError(f"cannot read: {e.strerror}", path=path) from None
-    if not text.strip():
-        raise AxnetError("empty file", path=path)
+    text = read_text(path, "PLA file")
     return parse_pla(text, source=str(path), name=name)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits.errors import AxnetError
+from circuits.files import read_text
 from lutgen.files import atomic_write
 from lutgen.lut import Lut, pattern_values
 
@@ -152,20 +153,7 @@ def read_appmult(path):
 
 def read_text_lines(path):
     """The file's lines, with a one-line error for a missing, empty or binary file."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise AxnetError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise AxnetError("is a directory, not a file", path=path) from None
-    except OSError as e:
-        raise AxnetError(f"cannot read ({first_line(e)})", path=path) from None
-    if not data.strip():
-        raise AxnetError("empty file", path=path)
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise AxnetError("not a text file", path=path) from None
+    return read_text(path, "LUT file").splitlines()
 
 
 def split_appmult_sections(lines, path):
