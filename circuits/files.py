@@ -32,7 +32,8 @@ def read_text(path, kind="file"):
     from circuits.errors import AxnetError
 
     try:
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise AxnetError("no such file", path=path) from None
     except IsADirectoryError:
