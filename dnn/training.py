@@ -278,36 +278,52 @@ def evaluate(model, x, y, device="cpu", ctx=None, batch_size=EVAL_BATCH, show=Fa
 
 @torch.no_grad()
 def reestimate_batchnorm(model, x, ctx, batches=8, batch_size=256):
-    """Recompute every BatchNorm's running statistics for the current weights (cumulative average over up to
-    batches x batch_size training images, no augmentation); under DDP each rank uses its shard and the
-    statistics are averaged over ranks.
+    """Recompute every BatchNorm's running statistics for the current weights, exactly, over up to
+    batches x batch_size training images (no augmentation); under DDP each rank takes its shard and the sums are
+    all-reduced, so every rank ends with the same global statistics.
 
-    AdderNet layers output a large negative sum whose spread is tiny next to its mean, so the usual running
-    average, which lags a few steps behind the weights, can miss the mean by more than the spread and wreck
-    evaluation (we saw 85% train accuracy and 9% test accuracy during retraining). Re-estimating at the end of
-    each epoch costs a few forward passes; training itself (batch statistics) is unaffected."""
+    Why: AdderNet layers output a large negative sum whose spread is small next to its mean. The usual running
+    average lags the weights and can miss the mean by more than the spread (we saw 85% train, 9% test accuracy in
+    retraining), and PyTorch's float32 train-mode statistics lose precision on such data (mean -1168, spread ~7:
+    off by ~2.6). So the model runs in eval mode, and a pre-hook on each BatchNorm measures the batch mean and
+    variance in float64, normalises this batch with them (as training would), and accumulates the totals."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches below
+    totals = {m: [0.0, 0.0, 0.0] for m in norms}  # count, sum, sum of squares (float64 tensors after the first)
+
+    def measure(module, inputs):
+        t = inputs[0].detach().double()
+        dims = [d for d in range(t.dim()) if d != 1]
+        count = t.numel() // t.shape[1]
+        total = totals[module]
+        total[0] += count
+        total[1] = total[1] + t.sum(dims)
+        total[2] = total[2] + (t * t).sum(dims)
+        module.running_mean.copy_(t.mean(dims))
+        module.running_var.copy_(t.var(dims, unbiased=False))
+
     was_training = model.training
-    model.train()
+    model.eval()
+    hooks = [m.register_forward_pre_hook(measure) for m in norms]
     xs = x[ctx.rank::ctx.world][:batches * batch_size]
     try:
         for s in range(0, len(xs), batch_size):
             model(xs[s:s + batch_size].to(ctx.device))
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
+        for h in hooks:
+            h.remove()
         model.train(was_training)
-    if ctx.enabled:
-        for m in norms:
-            for buf in (m.running_mean, m.running_var):
-                torch_dist.all_reduce(buf)
-                buf.div_(ctx.world)
+    for m in norms:
+        count, total, squares = totals[m]
+        stats = torch.cat([torch.tensor([float(count)], dtype=torch.float64, device=total.device), total, squares])
+        if ctx.enabled:
+            torch_dist.all_reduce(stats)
+        c = stats.shape[0] // 2
+        n, mean = stats[0], stats[1:1 + c] / stats[0]
+        var = (stats[1 + c:] / n - mean * mean).clamp(min=0) * n / max(float(n) - 1, 1.0)  # unbiased, as BN keeps
+        m.running_mean.copy_(mean.to(m.running_mean.dtype))
+        m.running_var.copy_(var.to(m.running_var.dtype))
 
 
 # ---- the training run ------------------------------------------------------------------------------------------
