@@ -425,12 +425,13 @@ def train_cmd(model_name, data_spec, epochs, out_dir, batch_size, lr, seed, eta,
     """Float (pre)training with the AdderNet recipe; runs unchanged under torchrun."""
     import os
 
-    from dnn.training import TrainConfig, clean_summary, run_training
+    from dnn.training import TrainConfig, clean_summary, finish_distributed, run_training
 
     cfg = TrainConfig(model=model_name, data=data_spec, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       eta=eta, save_every=save_every, augment=not no_augment, train_limit=limit,
                       test_limit=limit_test)
     summary = clean_summary(run_training(cfg, out_dir, resume=resume))
+    finish_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
     if as_json:

@@ -107,6 +107,12 @@ def init_distributed():
     return DistContext(rank=rank, world=world, device=device, enabled=True)
 
 
+def finish_distributed():
+    """Leave the process group, if this process joined one (end of a torchrun run)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 def all_reduce_sums(values, ctx):
     """Sum a list of floats over all ranks (identity when running alone)."""
     if not ctx.enabled:
