@@ -146,3 +146,28 @@ def test_bits_range_and_first_drop():
             T.parse_bits_range(bad, 32)
     assert T.first_drop([0, 1, 2, 3], [98.0, 97.5, 96.9, 50.0], 98.0) == 2
     assert T.first_drop([0, 1], [98.0, 97.5], 98.0) is None
+
+
+def test_batchnorm_reestimation_matches_float64_statistics_of_the_data():
+    """The first BatchNorm's re-estimated statistics are the exact mean and unbiased variance of its inputs over
+    all the images used, whatever the batch split; the second one's are those of its inputs when each batch is
+    normalised by its own statistics (what training does), computed here the slow way."""
+    torch.manual_seed(0)
+    from dnn.models import build_model
+    model = build_model("mnist-addernet")
+    x = torch.randn(48, 1, 28, 28)
+    T.reestimate_batchnorm(model, x, T.DistContext(), batches=3, batch_size=16)
+    with torch.no_grad():
+        c1 = model.conv1(x).double()
+        assert torch.allclose(model.bn1.running_mean.double(), c1.mean((0, 2, 3)), rtol=1e-6, atol=1e-4)
+        assert torch.allclose(model.bn1.running_var.double(), c1.var((0, 2, 3)), rtol=1e-5)
+        inputs = []
+        for s in range(0, 48, 16):
+            c = c1[s:s + 16]
+            mean, var = c.mean((0, 2, 3), keepdim=True), c.var((0, 2, 3), unbiased=False, keepdim=True)
+            h = (c - mean) / torch.sqrt(var + model.bn1.eps) * model.bn1.weight.double().view(1, -1, 1, 1) \
+                + model.bn1.bias.double().view(1, -1, 1, 1)
+            inputs.append(model.conv2(torch.relu(h).float()).double())
+        c2 = torch.cat(inputs)
+    assert torch.allclose(model.bn2.running_mean.double(), c2.mean((0, 2, 3)), rtol=1e-5, atol=1e-3)
+    assert torch.allclose(model.bn2.running_var.double(), c2.var((0, 2, 3)), rtol=1e-3)
