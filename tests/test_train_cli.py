@@ -128,3 +128,15 @@ def test_retrain_table_and_circuit_check(tiny_run, tmp_path):
     r = CliRunner().invoke(main, ["retrain", str(out / "retrain_lut" / "last.pt"), "--circuit", str(other),
                                   "--grad", "ste", "--epochs", "1", "--out", str(tmp_path / "re2")])
     assert r.exit_code == 2 and "retrain refused" in r.output
+
+
+def test_train_defaults_follow_the_model_family_and_optimizer_can_be_chosen(tiny_run, tmp_path):
+    cfg = load_checkpoint(tiny_run / "last.pt")["config"]
+    assert (cfg["optimizer"], cfg["lr"], cfg["weight_decay"], cfg["batch_size"]) == ("adam", 0.03, 0.0, 16)
+    out = tmp_path / "sgd"
+    r = invoke("train", *TINY_TRAIN, "--epochs", 1, "--optimizer", "sgd", "--lr", 0.2, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    cfg = load_checkpoint(out / "last.pt")["config"]
+    assert (cfg["optimizer"], cfg["lr"], cfg["weight_decay"], cfg["batch_size"]) == ("sgd", 0.2, 5e-4, 16)
+    r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--optimizer", "rmsprop", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "rmsprop" in r.output

@@ -171,3 +171,31 @@ def test_batchnorm_reestimation_matches_float64_statistics_of_the_data():
         c2 = torch.cat(inputs)
     assert torch.allclose(model.bn2.running_mean.double(), c2.mean((0, 2, 3)), rtol=1e-5, atol=1e-3)
     assert torch.allclose(model.bn2.running_var.double(), c2.var((0, 2, 3)), rtol=1e-3)
+
+
+def test_train_settings_pick_the_family_recipe_and_keep_what_is_given():
+    assert T.train_settings("mnist-addernet") == dict(optimizer="adam", epochs=30, batch_size=16, lr=0.03,
+                                                      weight_decay=0.0)
+    assert T.train_settings("resnet20-addernet") == dict(optimizer="sgd", epochs=10, batch_size=64, lr=0.1,
+                                                         weight_decay=5e-4)
+    # another optimizer brings its own lr / batch / weight decay; the family keeps its epochs; given values win
+    assert T.train_settings("mnist-addernet", optimizer="sgd", lr=0.2) == dict(
+        optimizer="sgd", epochs=30, batch_size=64, lr=0.2, weight_decay=5e-4)
+    with pytest.raises(AxnetError, match="--optimizer 'rmsprop'"):
+        T.train_settings("mnist-cnn", optimizer="rmsprop")
+    # checkpoints written before the optimizer option were SGD runs
+    assert T.TrainConfig.from_dict({"model": "mnist-addernet", "lr": 0.2}).optimizer == "sgd"
+
+
+def test_adam_steps_every_weight_by_about_lr_without_the_adaptive_scaling(tmp_path, digits):
+    """Adam's first step moves each weight with a nonzero gradient by lr (up to eps): the AdderNet scaling, whose
+    update norm would be lr * eta * sqrt(numel), is not applied on top."""
+    from dnn.models import build_model
+    torch.manual_seed(0)
+    w0 = build_model("mnist-addernet").conv2.weight.detach().clone()
+    w1 = run(tmp_path, "adam", digits, train_limit=16, optimizer="adam", lr=0.01, weight_decay=0.0, augment=False)
+    step = (w1["model_object"].conv2.weight.detach() - w0).abs()
+    assert step.max().item() == pytest.approx(0.01, rel=1e-3)
+    assert (step > 0.009).float().mean().item() > 0.9
+    with pytest.raises(AxnetError, match="--optimizer 'lbfgs'"):
+        T.run_training(T.TrainConfig(optimizer="lbfgs"), str(tmp_path / "x"), show=False)
