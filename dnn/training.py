@@ -599,11 +599,13 @@ def run_sweep(ckpt_path, cell="maj", width=32, bits_text="0:32", out_dir=None, d
     bits = parse_bits_range(bits_text, width)
     data = data_for_checkpoint(ckpt, data_spec, test_limit)
     device = default_device()
-    model = model_from_checkpoint(ckpt).to(device)
-    float_acc = accuracy_under(model, None, data, device)
+    float_acc = accuracy_under(model_from_checkpoint(ckpt).to(device), None, data, device)
     accuracy = []
     t0 = time.perf_counter()
     for k in tqdm(bits, desc=f"sweep {cell}", disable=not show, unit="k"):
+        # a fresh model per point, as `axnet eval` does: calibration clamps weights and adds clamp biases, and a
+        # point should not depend on which points were measured before it
+        model = model_from_checkpoint(ckpt).to(device)
         accuracy.append(accuracy_under(model, CellAdder(cell=cell, approx_bits=k, width=width), data, device))
     baseline = accuracy[0] if bits[0] == 0 else None
     result = {

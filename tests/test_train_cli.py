@@ -98,14 +98,19 @@ def test_eval_of_a_missing_or_foreign_checkpoint(tmp_path):
 
 def test_sweep_writes_png_csv_json(tiny_run, tmp_path):
     out = tmp_path / "sweep"
-    r = invoke("sweep", tiny_run / "last.pt", "--cell", "maj", "--width", 8, "--approx-bits", "0:2", "--out", out,
+    r = invoke("sweep", tiny_run / "last.pt", "--cell", "maj", "--width", 8, "--approx-bits", "0:6:3", "--out", out,
                "--json")
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
-    assert [p["approx_bits"] for p in result["points"]] == [0, 1, 2]
+    assert [p["approx_bits"] for p in result["points"]] == [0, 3, 6]
     assert json.loads((out / "sweep.json").read_text())["points"] == result["points"]
     assert (out / "sweep.csv").read_text().splitlines()[0] == "approx_bits,accuracy"
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    # every point is what `axnet eval` reports for the same arithmetic
+    specs = [f"cell:maj:k={p['approx_bits']}:width=8" for p in result["points"]]
+    r = invoke("eval", tiny_run / "last.pt", *[a for spec in specs for a in ("--arith", spec)], "--json")
+    assert r.exit_code == 0, r.output
+    assert [row["accuracy"] for row in json.loads(r.stdout)] == [p["accuracy"] for p in result["points"]]
 
 
 def test_retrain_table_and_circuit_check(tiny_run, tmp_path):
