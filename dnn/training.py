@@ -39,6 +39,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from circuits.errors import AxnetError
+from circuits.files import file_sha256
 from dnn.checkpoint import check_circuit, load_checkpoint, save_checkpoint
 from dnn.data import augment_batch, load_data
 from dnn.models import build_model, model_input, strip_module_prefix
@@ -632,16 +633,6 @@ def write_sweep_files(result, bits, accuracy, out_dir):
             f.write(f"{k},{a:.4f}\n")
     plot_sweep(bits, accuracy, result["float_accuracy"], os.path.join(out_dir, "sweep.png"),
                f"{result['model']}: {result['width']}-bit adder, low k cells '{result['cell']}'")
-
-
-def file_sha256(path):
-    """sha256 of a file's bytes."""
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_circuit_lut(path):
