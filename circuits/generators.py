@@ -150,11 +150,11 @@ def ripple_carry_adder(width, cell="exact", approx_bits=0, carry_in=False, name=
     """
     _check_width(width)
     _check_approx_bits(approx_bits, width)
+    cell_nl = _cell_netlist(cell)  # checked even when no cell is used, so a mistyped --cell is never ignored
     builder = _Builder(_adder_inputs(width, carry_in))
     carry = "cin" if carry_in else None
     sums = []
     if approx_bits:
-        cell_nl = _cell_netlist(cell)
         for i in range(approx_bits):
             cin = carry if carry is not None else builder.const0()
             builder.instantiate(cell_nl, [f"a[{i}]", f"b[{i}]", cin], [f"s[{i}]", f"c[{i + 1}]"], f"cell{i}/")
@@ -162,8 +162,6 @@ def ripple_carry_adder(width, cell="exact", approx_bits=0, carry_in=False, name=
             carry = f"c[{i + 1}]"
     high, carry = _exact_ripple(builder, width, approx_bits, carry)
     sums += high
-    if carry is None:  # cannot happen for width >= 1, kept for clarity
-        carry = builder.const0()
     if name is None:
         name = f"rca{width}" + (f"_{_cell_label(cell)}_k{approx_bits}" if approx_bits else "")
     return builder.netlist(name, [(f"s[{i}]", n) for i, n in enumerate(sums)] + [(f"s[{width}]", carry)])

@@ -164,6 +164,12 @@ def _lut_bits(lut, where):
     if not MIN_LUT_BITS <= wa <= MAX_LUT_BITS:
         raise AxnetError(f"a {wa}-bit adder LUT does not fit an adder layer: the width must be {MIN_LUT_BITS} to "
                          f"{MAX_LUT_BITS} bits (operands use the signed {wa - 1}-bit range)", path=where)
+    # an n-bit adder's result fits n+1 bits; a wider table is another operation (a multiplier, say)
+    lo, hi = (-(1 << wa), (1 << wa) - 1) if lut.signed else (0, (1 << (wa + 1)) - 1)
+    table = np.asarray(lut.table)
+    if table.min() < lo or table.max() > hi:
+        raise AxnetError(f"LUT values run from {table.min()} to {table.max()}, beyond the {wa + 1}-bit result of a "
+                         f"{wa}-bit adder ({lo}..{hi}): this is not an adder LUT (a multiplier?)", path=where)
     return int(wa)
 
 

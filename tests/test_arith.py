@@ -263,6 +263,15 @@ def test_lut_of_unequal_or_unfit_width_is_refused():
         LutAdder(tiny)
 
 
+def test_multiplier_lut_is_not_taken_for_an_adder():
+    """A 7-bit product needs 14 bits; an adder layer would silently compute garbage with it."""
+    a, b = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    product = Lut((a * b).astype(np.int64), [("a", 7), ("b", 7)], [f"o[{k}]" for k in range(14)])
+    with pytest.raises(AxnetError, match="not an adder LUT"):
+        LutAdder(product)
+    LutAdder(Lut((a + b).astype(np.int64), [("a", 7), ("b", 7)], [f"s[{k}]" for k in range(8)]))  # fits
+
+
 def test_gradient_file_not_matching_its_lut_is_refused(tmp_path):
     lut = gradient_lut(_adder_lut(5), 1)
     wrong_shape = lut.with_grads({"a": lut.grads["a"][:, :8], "b": lut.grads["b"]}, lut.grad_meta)

@@ -208,3 +208,8 @@ def test_generated_adder_survives_blif_round_trip(tmp_path):
 def test_bad_parameters_are_axnet_errors(call, message):
     with pytest.raises(AxnetError, match=message):
         call()
+
+
+def test_an_unknown_cell_is_refused_even_with_no_approximate_bits():
+    with pytest.raises(AxnetError, match="nosuch"):
+        ripple_carry_adder(8, cell="nosuch", approx_bits=0)
