@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from dnn import adder_ops
+from dnn import adder_ops, native_kernels
 from dnn.adder_ops import Geometry
 
 
@@ -20,17 +20,31 @@ class AdderConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, geom):
-        ctx.save_for_backward(x, weight)
         ctx.geom = geom
-        return adder_ops.l1_forward(x, weight, geom)
+        ctx.x_shape = x.shape
+        if adder_ops.native_exact(x, weight):
+            # pad once: the compiled forward, input gradient and weight GEMM all read the same padded copy
+            padded = native_kernels.pad_input(x, geom)
+            ctx.save_for_backward(weight, *padded)
+            return adder_ops.l1_forward(x, weight, geom, native=True, padded=padded)
+        ctx.save_for_backward(weight, x)
+        return adder_ops.l1_forward(x, weight, geom, native=False)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
+        weight, *saved = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = grad_w = None
+        if len(saved) == 2:  # compiled path: (flat, image) padded buffers
+            flat, image = saved
+            if ctx.needs_input_grad[0]:
+                grad_x = native_kernels.l1_input_grad(ctx.x_shape, weight, grad_out, ctx.geom, (flat, image))
+            if ctx.needs_input_grad[1]:
+                grad_w = adder_ops.l1_weight_grad(None, weight, grad_out, ctx.geom, padded_image=image)
+            return grad_x, grad_w, None
+        (x,) = saved
         if ctx.needs_input_grad[0]:
-            grad_x = adder_ops.l1_input_grad(x, weight, grad_out, ctx.geom)
+            grad_x = adder_ops.l1_input_grad(x, weight, grad_out, ctx.geom, native=False)
         if ctx.needs_input_grad[1]:
             grad_w = adder_ops.l1_weight_grad(x, weight, grad_out, ctx.geom)
         return grad_x, grad_w, None

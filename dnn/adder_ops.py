@@ -63,12 +63,18 @@ def _chunk(total, per_item):
 
 
 # -- exact float kernels ---------------------------------------------------------------------------------------------
-def l1_forward(x, weight, geom, native=None):
-    """Y = -sum_k |X_col - W| as (N, O, Ho, Wo), in the dtype of x; never builds the (N, O, K, L) difference."""
+def native_exact(x, weight):
+    """True when the compiled exact kernels serve these tensors (CPU, float32, kernels built)."""
+    return _use_native(x, weight) and x.dtype == torch.float32
+
+
+def l1_forward(x, weight, geom, native=None, padded=None):
+    """Y = -sum_k |X_col - W| as (N, O, Ho, Wo), in the dtype of x; never builds the (N, O, K, L) difference.
+    `padded` (native only): x's `native_kernels.pad_input` buffers, when the caller keeps them for the backward."""
     if native is None:
-        native = _use_native(x, weight) and x.dtype == torch.float32
+        native = native_exact(x, weight)
     if native:
-        return native_kernels.l1_forward(x, weight, geom)
+        return native_kernels.l1_forward(x, weight, geom, padded)
     return l1_forward_torch(x, weight, geom)
 
 
@@ -87,12 +93,13 @@ def l1_forward_torch(x, weight, geom):
     return -out.transpose(1, 2).reshape(n, o, ho, wo)
 
 
-def l1_input_grad(x, weight, grad_out, geom, native=None):
+def l1_input_grad(x, weight, grad_out, geom, native=None, padded=None):
     """GX = sum_o G * clamp(W - X, -1, 1) folded back onto the input, shaped like x."""
     if native is None:
-        native = _use_native(x, weight, grad_out) and x.dtype == torch.float32
+        native = native_exact(x, weight) and grad_out.device.type == "cpu"
     if native:
-        return native_kernels.l1_input_grad(x, weight, grad_out.contiguous(), geom)
+        return native_kernels.l1_input_grad(x.shape, weight, grad_out.contiguous(), geom,
+                                            padded or native_kernels.pad_input(x, geom))
     return l1_input_grad_torch(x, weight, grad_out, geom)
 
 
@@ -116,9 +123,15 @@ def l1_input_grad_torch(x, weight, grad_out, geom):
     return geom.fold(grad_cols, h, w)
 
 
-def l1_weight_grad(x, weight, grad_out, geom):
-    """GW = G @ X_col^T - W * rowsum(G): the full-precision weight gradient as one convolution-weight GEMM."""
-    correlation = torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride=geom.stride, padding=geom.padding,
+def l1_weight_grad(x, weight, grad_out, geom, padded_image=None):
+    """GW = G @ X_col^T - W * rowsum(G): the full-precision weight gradient as one convolution-weight GEMM.
+    Given x already zero-padded (`padded_image`, x may then be None), the GEMM reads it with no padding of its own,
+    which is faster on CPU."""
+    if padded_image is not None:
+        x, padding = padded_image, (0, 0)
+    else:
+        padding = geom.padding
+    correlation = torch.nn.grad.conv2d_weight(x, weight.shape, grad_out, stride=geom.stride, padding=padding,
                                               dilation=geom.dilation)
     return correlation - weight * grad_out.sum(dim=(0, 2, 3)).view(-1, 1, 1, 1)
 

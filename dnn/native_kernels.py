@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -46,16 +47,14 @@ static inline v8 vload(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v
 static inline void vstore(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline v8 vsplat(float a) { return (v8){a, a, a, a, a, a, a, a}; }
 static inline v8 vabs(v8 v) { return (v8)((vi8)v & 0x7fffffff); }
+/* min(max(w, lo), hi): with lo = x - 1 and hi = x + 1 this is clamp(w - x, -1, 1) + x, one subtraction fewer. */
 #if defined(__AVX__)
-static inline v8 vclamp1(v8 v) {
-    return (v8)_mm256_min_ps(_mm256_max_ps((__m256)v, _mm256_set1_ps(-1.0f)), _mm256_set1_ps(1.0f));
-}
+static inline v8 vclampw(v8 w, v8 lo, v8 hi) { return (v8)_mm256_min_ps(_mm256_max_ps((__m256)w, (__m256)lo), (__m256)hi); }
 #else
 static inline v8 vselect(vi8 mask, v8 a, v8 b) { return (v8)(((vi8)a & mask) | ((vi8)b & ~mask)); }
-static inline v8 vclamp1(v8 v) {
-    const v8 one = vsplat(1.0f), neg = vsplat(-1.0f);
-    v = vselect(v > one, one, v);
-    return vselect(v < neg, neg, v);
+static inline v8 vclampw(v8 w, v8 lo, v8 hi) {
+    w = vselect(w < lo, lo, w);
+    return vselect(w > hi, hi, w);
 }
 #endif
 static inline v8 vgather(const float *p, int step) {
@@ -102,66 +101,119 @@ void l1_forward_f32(const float *xp, const float *wt, float *out, int N, int C, 
     }
 }
 
-/* 8 floats from p, or only the first `count` of them (the rest zero) when `safe`: the last row of g has no slack. */
-static inline v8 vload_upto(const float *p, int count, int safe) {
-    if (!safe || count >= 8) return vload(p);
-    v8 v = vsplat(0.0f);
-    for (int t = 0; t < count; t++) v[t] = p[t];
-    return v;
-}
-
-/* One stretch of 8*NQ output pixels of the HardTanh input gradient: s[q] = sum_o g[o, pixels] * clamp(w[o] - x). */
-static inline __attribute__((always_inline)) void l1_grad_span(const float *x, int sw, const float *wrow,
-                                                               const float *gp, long gstride, int O, float *dst,
-                                                               int lanes, int safe, const int NQ) {
-    v8 xv[4], s[4], u[4];  /* two accumulator sets (even and odd o) keep more FMAs in flight */
+/* One stretch of 8*NQ pixels of one input row of the HardTanh input gradient: the sum over the `taps` output rows
+ * that read this input row (through filter row i) of sum_o g[o] * clamp(w[o] - x, -1, 1), computed as
+ * sum_o g[o] * min(max(w[o], x - 1), x + 1) - x * gsum, gsum = sum_o g[o] precomputed per output pixel: three vector
+ * operations per (o, pixel) instead of four. The taps share x and the accumulators, so each stretch is written once. */
+static inline __attribute__((always_inline)) void l1_grad_span(const float *x, int sw, const float *const *wrows,
+                                                               const float *const *gps, const float *const *gss,
+                                                               int taps, long gstride, int O, float *dst, int lanes,
+                                                               const int NQ) {
+    v8 lo[4], hi[4], s[4];  /* 12 of the 16 vector registers */
     for (int q = 0; q < NQ; q++) {
-        xv[q] = vrow(x + (long)8 * q * sw, sw);
+        const v8 xq = vrow(x + (long)8 * q * sw, sw);
+        lo[q] = xq - vsplat(1.0f);
+        hi[q] = xq + vsplat(1.0f);
         s[q] = vsplat(0.0f);
-        u[q] = vsplat(0.0f);
     }
-    int o = 0;
-    for (; o + 1 < O; o += 2, gp += 2 * gstride) {
-        const v8 w0 = vsplat(wrow[o]), w1 = vsplat(wrow[o + 1]);
-        for (int q = 0; q < NQ; q++) {
-            s[q] += vload_upto(gp + 8 * q, lanes - 8 * q, safe) * vclamp1(w0 - xv[q]);
-            u[q] += vload_upto(gp + gstride + 8 * q, lanes - 8 * q, safe) * vclamp1(w1 - xv[q]);
+    for (int t = 0; t < taps; t++) {
+        const float *wrow = wrows[t], *gp = gps[t];
+        for (int q = 0; q < NQ; q++) s[q] -= (lo[q] + vsplat(1.0f)) * vload(gss[t] + 8 * q);
+        for (int o = 0; o < O; o++, gp += gstride) {
+            const v8 w0 = vsplat(wrow[o]);
+            for (int q = 0; q < NQ; q++) s[q] += vload(gp + 8 * q) * vclampw(w0, lo[q], hi[q]);
         }
     }
-    if (o < O) {
-        const v8 w0 = vsplat(wrow[o]);
-        for (int q = 0; q < NQ; q++) s[q] += vload_upto(gp + 8 * q, lanes - 8 * q, safe) * vclamp1(w0 - xv[q]);
-    }
-    for (int q = 0; q < NQ; q++) s[q] += u[q];
-    for (int l = 0; l < lanes; l++) dst[(long)l * sw] += s[l / 8][l % 8];
+    int l = 0;
+    if (sw == 1)  /* whole vectors straight into the padded gradient image */
+        for (; l + 8 <= lanes; l += 8) vstore(dst + l, vload(dst + l) + s[l / 8]);
+    for (; l < lanes; l++) dst[(long)l * sw] += s[l / 8][l % 8];
 }
 
-/* gxp[n,c,h,w] += sum over the (o, oh, ow, i, j) reading that pixel of g[n,o,oh,ow] * clamp(w[o,c,i,j] - x, -1, 1).
- * wk is the weight transposed to (K, O); g is (N, O, Ho, Wo) (reads past a row end are bounded on the very last
- * row); gxp is zeroed (N, C, Hp, Wp). */
-void l1_input_grad_f32(const float *xp, const float *wk, const float *g, float *gxp, int N, int C, int Hp, int Wp,
-                       int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
-    const long tasks = (long)N * C, plane = (long)Ho * Wo;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-    for (long t = 0; t < tasks; t++) {
-        const int n = (int)(t / C), c = (int)(t % C);
-        for (int oh = 0; oh < Ho; oh++)  /* one output row of g (O * Wo floats) stays in L1 across the taps */
-            for (int i = 0; i < kh; i++)
+/* gx[n,c,h,w] = sum over the (o, oh, ow, i, j) reading input pixel (h, w) of g[n,o,oh,ow] * clamp(w[o,c,i,j] - x, -1, 1).
+ * xp is the input padded by (ph, pw) to (N, C, Hp, Wp); gx is the unpadded (N, C, H, W) result.
+ * wk is the weight transposed to (K, O); g is transposed to (N, Ho, O, Wo), so the O rows one output row needs lie
+ * together (in (N, O, Ho, Wo) they are a plane apart, 4 KiB for 32x32 maps, and evict each other from L1); gsum is
+ * sum_o g, (N, Ho, Wo); both end with slack. scratch holds threads * (Hp * Wp + 8) floats.
+ * Each task sums one padded plane in a per-thread scratch plane (in cache), one input row at a time: each stretch of a
+ * row gathers every filter row that reads it and is stored once; the plane's interior is then copied out. */
+void l1_input_grad_f32(const float *xp, const float *wk, const float *g, const float *gsum, float *gx, float *scratch,
+                       int N, int C, int Hp, int Wp, int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
+                       int ph, int pw, int H, int W, int threads) {
+    const long tasks = (long)N * C, area = (long)Hp * Wp;
+#pragma omp parallel num_threads(threads)
+    {
+        float *plane = scratch + (area + 8) * omp_get_thread_num();
+        const float *wrows[kh], *gps[kh], *gss[kh], *wr[kh];  /* at most kh filter rows read one input row */
+        int rows[kh];
+#pragma omp for schedule(dynamic, 4)
+        for (long t = 0; t < tasks; t++) {
+            const int n = (int)(t / C), c = (int)(t % C);
+            memset(plane, 0, sizeof(float) * area);
+            for (int r = ph; r < ph + H; r++)  /* padding rows are dropped: not computed */
                 for (int j = 0; j < kw; j++) {
-                    const float *wrow = wk + (((long)c * kh + i) * kw + j) * O;
-                    const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp + (long)j * dw;
+                    int taps = 0;
+                    for (int i = 0; i < kh; i++) {  /* filter rows i with r = oh*sh + i*dh, 0 <= oh < Ho */
+                        const int d = r - i * dh;
+                        if (d < 0 || d % sh || d / sh >= Ho) continue;
+                        rows[taps] = d / sh;
+                        wr[taps++] = wk + (((long)c * kh + i) * kw + j) * O;
+                    }
+                    if (!taps) continue;
+                    const float *xrow = xp + (t * Hp + r) * Wp + (long)j * dw;
+                    float *drow = plane + (long)r * Wp + (long)j * dw;
                     for (int ow0 = 0; ow0 < Wo; ow0 += 32) {
                         const int lanes = Wo - ow0 < 32 ? Wo - ow0 : 32;
-                        const float *x = xp + base + (long)ow0 * sw;
-                        const float *gp = g + ((long)n * O * Ho + oh) * Wo + ow0;
-                        float *dst = gxp + base + (long)ow0 * sw;
-                        if (n == N - 1 && oh == Ho - 1)  /* constant flags: the fast path has no branch */
-                            l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 1, (lanes + 7) / 8 > 2 ? 4 : 2);
-                        else if (lanes > 16) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 0, 4);
-                        else if (lanes > 8) l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 0, 2);
-                        else l1_grad_span(x, sw, wrow, gp, plane, O, dst, lanes, 0, 1);
+                        for (int u = 0; u < taps; u++) {
+                            wrows[u] = wr[u];
+                            gps[u] = g + ((long)n * Ho + rows[u]) * O * Wo + ow0;
+                            gss[u] = gsum + ((long)n * Ho + rows[u]) * Wo + ow0;
+                        }
+                        const float *x = xrow + (long)ow0 * sw;
+                        float *dst = drow + (long)ow0 * sw;
+                        if (lanes > 16) l1_grad_span(x, sw, wrows, gps, gss, taps, Wo, O, dst, lanes, 4);
+                        else if (lanes > 8) l1_grad_span(x, sw, wrows, gps, gss, taps, Wo, O, dst, lanes, 2);
+                        else l1_grad_span(x, sw, wrows, gps, gss, taps, Wo, O, dst, lanes, 1);
                     }
                 }
+            for (int h = 0; h < H; h++)
+                memcpy(gx + (t * H + h) * W, plane + (long)(h + ph) * Wp + pw, sizeof(float) * W);
+        }
+    }
+}
+
+/* dst (planes, H + 2ph, W + 2pw) = src (planes, H, W) padded with `fill`, for any 4-byte element (float or int32):
+ * one parallel pass that writes every element once (torch's strided border fills cost more than the copy). */
+void pad_planes_32(const uint32_t *src, uint32_t *dst, long planes, int H, int W, int ph, int pw, uint32_t fill,
+                   int threads) {
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < planes; t++) {
+        uint32_t *out = dst + t * Hp * Wp;
+        const uint32_t *in = src + t * H * W;
+        for (long e = 0; e < (long)ph * Wp; e++) out[e] = fill;
+        for (int h = 0; h < H; h++) {
+            uint32_t *row = out + (long)(h + ph) * Wp;
+            for (int e = 0; e < pw; e++) row[e] = row[pw + W + e] = fill;
+            memcpy(row + pw, in + (long)h * W, sizeof(uint32_t) * W);
+        }
+        for (long e = (long)(H + ph) * Wp; e < (long)Hp * Wp; e++) out[e] = fill;
+    }
+}
+
+/* The output gradient as the input-gradient kernel reads it: gt (N, Ho, O, Wo) = g (N, O, Ho, Wo) transposed, and
+ * gsum (N, Ho, Wo) = sum_o g. */
+void l1_grad_rows(const float *g, float *gt, float *gsum, int N, int O, int Ho, int Wo, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (long t = 0; t < (long)N * Ho; t++) {
+        const long n = t / Ho, oh = t % Ho;
+        float *sum = gsum + t * Wo;
+        memset(sum, 0, sizeof(float) * Wo);
+        for (int o = 0; o < O; o++) {
+            const float *row = g + ((n * O + o) * Ho + oh) * Wo;
+            memcpy(gt + (t * O + o) * Wo, row, sizeof(float) * Wo);
+            for (int w = 0; w < Wo; w++) sum[w] += row[w];
+        }
     }
 }
 
@@ -447,7 +499,8 @@ def load():
         _STATE["error"] = str(exc)
         return None
     for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_input_grad_f32",
-                 "table_scatter_f32", "cell_forward_i64", "cell_small_forward", "table_backward_f32"):
+                 "table_scatter_f32", "cell_forward_i64", "cell_small_forward", "table_backward_f32", "pad_planes_32",
+                 "l1_grad_rows"):
         getattr(lib, name).restype = None
     _STATE["lib"] = lib
     return lib
@@ -472,13 +525,39 @@ def _ints(*values):
     return [ctypes.c_int(int(v)) for v in values]
 
 
+_WORK = threading.local()
+
+
+def _work_buffer(name, numel):
+    """A float32 work buffer of at least `numel` elements kept between calls (per thread): fresh multi-MB buffers
+    cost a page fault per 4 KiB on every call, which on a VM is several milliseconds per layer."""
+    buffers = _WORK.__dict__.setdefault("buffers", {})
+    buf = buffers.get(name)
+    if buf is None or buf.numel() < numel:
+        buf = buffers[name] = torch.empty(numel, dtype=torch.float32)
+    return buf[:numel]
+
+
 def _padded(x, geom, fill, dtype):
     """Copy x (N, C, H, W) into a fresh buffer padded by geom.padding with `fill`, plus SLACK spare elements."""
     n, c, h, w = x.shape
     ph, pw = geom.padding
     hp, wp = h + 2 * ph, w + 2 * pw
-    flat = torch.full((n * c * hp * wp + SLACK,), fill, dtype=dtype)
+    flat = torch.empty(n * c * hp * wp + SLACK, dtype=dtype)
+    flat[n * c * hp * wp:] = fill
     image = flat[: n * c * hp * wp].view(n, c, hp, wp)
+    if dtype in (torch.float32, torch.int32):  # one compiled pass
+        src = x.to(dtype).contiguous()
+        bits = torch.tensor([fill], dtype=dtype).view(torch.int32).item() & 0xFFFFFFFF
+        load().pad_planes_32(_ptr(src), _ptr(flat), ctypes.c_long(n * c), *_ints(h, w, ph, pw),
+                             ctypes.c_uint32(bits), ctypes.c_int(torch.get_num_threads()))
+        return flat, image
+    if ph:  # only the border is filled: the interior is written once, by the copy
+        image[:, :, :ph] = fill
+        image[:, :, ph + h:] = fill
+    if pw:
+        image[:, :, ph:ph + h, :pw] = fill
+        image[:, :, ph:ph + h, pw + w:] = fill
     image[:, :, ph:ph + h, pw:pw + w] = x
     return flat, image
 
@@ -487,13 +566,18 @@ def _geometry_args(geom, ho, wo):
     return _ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo)
 
 
-def l1_forward(x, weight, geom):
+def pad_input(x, geom):
+    """(flat, image): x zero-padded for the l1 kernels, with slack; pass it to both kernels to pad only once."""
+    return _padded(x, geom, 0.0, torch.float32)
+
+
+def l1_forward(x, weight, geom, padded=None):
     """Compiled exact forward: -sum |x - w| over each padded patch, (N, O, Ho, Wo) float32."""
     lib = load()
     n, c, h, w = x.shape
     o = weight.shape[0]
     ho, wo = geom.output_size(h, w)
-    flat, image = _padded(x, geom, 0.0, torch.float32)
+    flat, image = padded or pad_input(x, geom)
     blocks = (o + 7) // 8
     wt = torch.zeros(blocks * 8, weight[0].numel(), dtype=torch.float32)
     wt[:o] = weight.reshape(o, -1)
@@ -504,20 +588,27 @@ def l1_forward(x, weight, geom):
     return out
 
 
-def l1_input_grad(x, weight, grad_out, geom):
-    """Compiled HardTanh input gradient, shaped like x."""
+def l1_input_grad(x_shape, weight, grad_out, geom, padded):
+    """Compiled HardTanh input gradient of an input of `x_shape`, from its `pad_input` buffers."""
     lib = load()
-    n, c, h, w = x.shape
+    n, c, h, w = x_shape
     o = weight.shape[0]
     ho, wo = geom.output_size(h, w)
-    flat, image = _padded(x, geom, 0.0, torch.float32)
+    flat, image = padded
     wk = weight.reshape(o, -1).t().contiguous()
-    g = grad_out.float().contiguous()
-    grad = torch.zeros(flat.numel(), dtype=torch.float32)
-    lib.l1_input_grad_f32(_ptr(flat), _ptr(wk), _ptr(g), _ptr(grad), *_ints(n, c, image.shape[2], image.shape[3], o),
-                          *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
-    ph, pw = geom.padding
-    return grad[: image.numel()].view(image.shape)[:, :, ph:ph + h, pw:pw + w].contiguous()
+    g = _work_buffer("grad_rows", n * ho * o * wo + SLACK)
+    g[n * ho * o * wo:] = 0
+    gsum = _work_buffer("grad_sums", n * ho * wo + SLACK)
+    gsum[n * ho * wo:] = 0
+    lib.l1_grad_rows(_ptr(grad_out.float().contiguous()), _ptr(g), _ptr(gsum), *_ints(n, o, ho, wo),
+                     ctypes.c_int(torch.get_num_threads()))
+    grad = torch.empty(n, c, h, w, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    scratch = _work_buffer("planes", threads * (image.shape[2] * image.shape[3] + 8))
+    lib.l1_input_grad_f32(_ptr(flat), _ptr(wk), _ptr(g), _ptr(gsum), _ptr(grad), _ptr(scratch),
+                          *_ints(n, c, image.shape[2], image.shape[3], o), *_geometry_args(geom, ho, wo),
+                          *_ints(*geom.padding, h, w), ctypes.c_int(threads))
+    return grad
 
 
 def _padded_table(table):

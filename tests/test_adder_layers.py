@@ -58,6 +58,24 @@ def test_exact_kernels_match_float64_reference(geom, n, c, o, h, w, seed):
         torch.testing.assert_close(gx.double(), expected_gx, rtol=1e-5, atol=1e-4)
     gw = adder_ops.l1_weight_grad(x, weight, grad_out, geom)
     torch.testing.assert_close(gw.double(), expected_gw, rtol=1e-4, atol=1e-3)
+    padded_image = torch.nn.functional.pad(x, (geom.padding[1],) * 2 + (geom.padding[0],) * 2)
+    torch.testing.assert_close(adder_ops.l1_weight_grad(None, weight, grad_out, geom, padded_image=padded_image), gw)
+
+
+@pytest.mark.parametrize("width, stride, scale", [(28, 1, 1.0), (32, 1, 6.0), (45, 1, 3.0), (45, 2, 3.0)])
+def test_exact_input_grad_on_wide_maps(width, stride, scale):
+    """Maps wider than one 32-pixel span, whole-vector write-back, row tails, and activations far from 0 (post-ReLU
+    layers see values up to ~10), where the kernel's clamp(w, x-1, x+1) - x form must still match the float64
+    formula."""
+    torch.manual_seed(width)
+    geom = Geometry((3, 3), (stride, stride), (1, 1), (1, 1))
+    x = scale * torch.rand(2, 3, 9, width)
+    weight = scale * torch.rand(16, 3, 3, 3)
+    grad_out = torch.randn(reference_forward(x, weight, geom).shape)
+    expected_gx, _ = reference_backward(x, weight, grad_out, geom)
+    for native in NATIVE:
+        gx = adder_ops.l1_input_grad(x, weight, grad_out, geom, native=native)
+        torch.testing.assert_close(gx.double(), expected_gx, rtol=1e-5, atol=1e-4)
 
 
 @settings(max_examples=20, deadline=None)
