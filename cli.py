@@ -421,6 +421,9 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--save-every", type=click.IntRange(1, None), default=5, show_default=True,
               help="Also keep epoch_N.pt every N epochs.")
 @click.option("--no-augment", is_flag=True, help="No random shifts (digits) or crops and flips (CIFAR).")
+@click.option("--augment", "augment_kind", type=click.Choice(["shift", "affine", "crop-flip"]), default=None,
+              help="Augmentation instead of the data set's own (digits: shift, up to 2 pixels; CIFAR: crop-flip). "
+                   "affine: rotation up to 10 degrees, scale 0.9-1.1 and shift up to 2 pixels.")
 @click.option("--limit", type=click.IntRange(0, None), default=0,
               help="Use only the first N training images (quick trials; 0 = all).")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
@@ -428,7 +431,7 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr, weight_decay, seed, eta, save_every,
-              no_augment, limit, limit_test, resume, as_json):
+              no_augment, augment_kind, limit, limit_test, resume, as_json):
     """Float (pre)training; runs unchanged under torchrun.
 
     mnist-* models default to Adam (lr 0.03, batch 16, 30 epochs): on the seed-000 network it beats the AdderNet
@@ -440,10 +443,13 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
     from dnn.training import TrainConfig, clean_summary, finish_distributed, run_training, train_settings
 
     check_model_name(model_name)
+    if no_augment and augment_kind:
+        raise AxnetError(f"--augment {augment_kind} and --no-augment: give one of them")
     settings = train_settings(model_name, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay)
     cfg = TrainConfig(model=model_name, data=data_spec, seed=seed, eta=eta, save_every=save_every,
-                      augment=not no_augment, train_limit=limit, test_limit=limit_test, **settings)
+                      augment=not no_augment, augment_kind=augment_kind or "", train_limit=limit,
+                      test_limit=limit_test, **settings)
     summary = clean_summary(run_training(cfg, out_dir, resume=resume))
     finish_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

@@ -233,10 +233,26 @@ def random_shift(x, max_shift, generator, fill):
     return padded[batch, chans, rows, cols]
 
 
+def random_affine(x, generator, degrees=10.0, scale=0.1, shift=2, fill=0.0):
+    """Each image rotated by up to `degrees`, scaled by 1 +- `scale` and shifted by up to `shift` pixels (bilinear),
+    with `fill` (the background value) flowing in at the borders."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * degrees * torch.pi / 180
+    factor = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    offset = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0] * 2 / w], 1),
+                         torch.stack([sin, cos, offset[:, 1] * 2 / h], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+
+
 def augment_batch(x, kind, generator):
     """Training-time augmentation of one batch, drawn from `generator` so that runs are reproducible."""
     if kind == "shift":
         return random_shift(x, 2, generator, fill=-MNIST_MEAN / MNIST_STD)
+    if kind == "affine":
+        return random_affine(x, generator, fill=-MNIST_MEAN / MNIST_STD)
     if kind == "crop-flip":
         x = random_shift(x, 4, generator, fill=0.0)
         flip = torch.rand(x.shape[0], generator=generator) < 0.5

@@ -64,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 5
     augment: bool = True
+    augment_kind: str = ""  # "" = the data set's own (shift for digits, crop-flip for CIFAR); or shift/affine
     micro_batches: int = 1
     train_limit: int = 0  # 0 = the whole training split; smaller for quick runs and tests
     test_limit: int = 0
@@ -276,7 +277,7 @@ def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show):
     for idx in bar:
         x, y = data.train_x[idx], data.train_y[idx]
         if cfg.augment:
-            x = augment_batch(x, data.augment, gen)
+            x = augment_batch(x, cfg.augment_kind or data.augment, gen)
         x, y = x.to(ctx.device), y.to(ctx.device)
         optimizer.zero_grad(set_to_none=True)
         for r in range(m):
