@@ -157,3 +157,18 @@ def test_augmentation_is_reproducible_from_the_generator():
     a = D.augment_batch(x, "crop-flip", torch.Generator().manual_seed(5))
     b = D.augment_batch(x, "crop-flip", torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and a.shape == x.shape and not torch.equal(a, x)
+
+
+def test_random_affine_identity_and_background():
+    """No rotation, scale or shift gives the image back; a transform keeps the background value at the borders
+    (what flows in is `fill`, not zero) and is repeatable from the generator."""
+    x = torch.full((4, 1, 28, 28), -0.42)
+    x[:, :, 10:18, 12:16] = 2.8
+    same = D.random_affine(x, torch.Generator().manual_seed(1), degrees=0, scale=0, shift=0, fill=-0.42)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    moved = D.augment_batch(x, "affine", torch.Generator().manual_seed(2))
+    again = D.augment_batch(x, "affine", torch.Generator().manual_seed(2))
+    assert torch.equal(moved, again) and not torch.allclose(moved, x)
+    background = -D.MNIST_MEAN / D.MNIST_STD
+    x = torch.full((2, 1, 28, 28), background)
+    torch.testing.assert_close(D.augment_batch(x, "affine", torch.Generator().manual_seed(3)), x, atol=1e-5, rtol=0)

@@ -145,3 +145,8 @@ def test_train_defaults_follow_the_model_family_and_optimizer_can_be_chosen(tiny
     assert (cfg["optimizer"], cfg["lr"], cfg["weight_decay"], cfg["batch_size"]) == ("sgd", 0.2, 5e-4, 16)
     r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--optimizer", "rmsprop", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "rmsprop" in r.output
+
+
+def test_train_augment_conflict_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--augment", "affine", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "--augment affine and --no-augment" in r.output and "Traceback" not in r.output
