@@ -405,41 +405,53 @@ void cell_small_forward(const int32_t *xv, const int32_t *xlo, const int32_t *wv
     }
 }
 
-/* Both table gradients in one pass over the taps (what the LUT-gradient backward needs):
- * gxp[n, pixel] += dot(gt[n,oh,ow,:], btab[k, v, :]) and hbuf[thread][k, v, :] += gt[n,oh,ow,:], v = ip[pixel].
- * Threads own whole images, so their gxp writes never overlap; the caller sums the per-thread tables. */
-void table_backward_f32(const int32_t *ip, const float *btab, const float *gt, float *gxp, float *hbuf, int N, int C,
+/* Both table gradients in one pass (what the LUT-gradient backward needs), walking the padded input pixels:
+ * gx[n, c, h, w] = sum over the taps k = (c, i, j) and output pixels (oh, ow) reading that pixel of
+ * dot(gt[n,oh,ow,:], btab[k, v, :]), and hbuf[thread][k, v, :] += gt[n,oh,ow,:], v = ip[pixel]. Each input pixel
+ * gathers all its taps into one vector and is written once (one lane sum per pixel, not per tap); padding pixels
+ * only feed hbuf (their value row is the pad index). gx is the unpadded (N, C, H, W) result. Threads own whole
+ * images (fixed split: reproducible float sums); the caller sums the per-thread tables. */
+void table_backward_f32(const int32_t *ip, const float *btab, const float *gt, float *gx, float *hbuf, int N, int C,
                         int Hp, int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
-                        int threads) {
+                        int ph, int pw, int H, int W, int threads) {
     const long table = (long)C * kh * kw * V * Op;
-    const int RB = tile_rows(Wo);
 #pragma omp parallel num_threads(threads)
     {
         float *h = hbuf + omp_get_thread_num() * table;
+        int ohs[kh], ows[kw];
 #pragma omp for schedule(static, 1) /* a fixed split keeps the float sums, and so training runs, reproducible */
         for (int n = 0; n < N; n++)
-            for (int oh0 = 0; oh0 < Ho; oh0 += RB)
-                for (int c = 0; c < C; c++)
-                    for (int oh = oh0; oh < (oh0 + RB < Ho ? oh0 + RB : Ho); oh++)
-                        for (int ow = 0; ow < Wo; ow++) {
-                            const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
-                            long k = (long)c * kh * kw;
-                            for (int i = 0; i < kh; i++) {
-                                const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
-                                                  + (long)ow * sw;
-                                for (int j = 0; j < kw; j++, k++) {
-                                    const long pos = base + (long)j * dw;
-                                    const long row = (k * V + ip[pos]) * Op;
-                                    v8 s = vsplat(0.0f);
-                                    for (int q = 0; q < Op; q += 8) {
-                                        const v8 g = vload(gv + q);
-                                        s += g * vload(btab + row + q);
-                                        vstore(h + row + q, vload(h + row + q) + g);
-                                    }
-                                    gxp[pos] += vsum(s);
+            for (int c = 0; c < C; c++)
+                for (int r = 0; r < Hp; r++) {
+                    for (int i = 0; i < kh; i++) {  /* output row reading padded row r through filter row i, or -1 */
+                        const int d = r - i * dh;
+                        ohs[i] = d >= 0 && d % sh == 0 && d / sh < Ho ? d / sh : -1;
+                    }
+                    const int inside_row = r >= ph && r < ph + H;
+                    for (int col = 0; col < Wp; col++) {
+                        for (int j = 0; j < kw; j++) {
+                            const int e = col - j * dw;
+                            ows[j] = e >= 0 && e % sw == 0 && e / sw < Wo ? e / sw : -1;
+                        }
+                        const int v = ip[(((long)n * C + c) * Hp + r) * Wp + col];
+                        v8 s = vsplat(0.0f);
+                        for (int i = 0; i < kh; i++) {
+                            if (ohs[i] < 0) continue;
+                            for (int j = 0; j < kw; j++) {
+                                if (ows[j] < 0) continue;
+                                const long row = ((((long)c * kh + i) * kw + j) * V + v) * Op;
+                                const float *gv = gt + (((long)n * Ho + ohs[i]) * Wo + ows[j]) * Op;
+                                for (int q = 0; q < Op; q += 8) {
+                                    const v8 g = vload(gv + q);
+                                    s += g * vload(btab + row + q);
+                                    vstore(h + row + q, vload(h + row + q) + g);
                                 }
                             }
                         }
+                        if (inside_row && col >= pw && col < pw + W)
+                            gx[(((long)n * C + c) * H + r - ph) * W + col - pw] = vsum(s);
+                    }
+                }
     }
 }
 """
@@ -739,12 +751,10 @@ def table_backward(index, table, grad_out, geom, pad_index):
     tab = _padded_table(table)
     width = tab.shape[2]
     g = _grad_rows(grad_out, width)
-    grad = torch.zeros(flat.numel(), dtype=torch.float32)
+    grad_x = torch.empty(n, c, h, w, dtype=torch.float32)
     threads = max(1, min(torch.get_num_threads(), n))
     hbuf = torch.zeros(threads, k, v, width, dtype=torch.float32)
-    lib.table_backward_f32(_ptr(flat), _ptr(tab), _ptr(g), _ptr(grad), _ptr(hbuf),
+    lib.table_backward_f32(_ptr(flat), _ptr(tab), _ptr(g), _ptr(grad_x), _ptr(hbuf),
                            *_ints(n, c, image.shape[2], image.shape[3], v, width),
-                           *_geometry_args(geom, ho, wo), ctypes.c_int(threads))
-    ph, pw = geom.padding
-    grad_x = grad[: image.numel()].view(image.shape)[:, :, ph:ph + h, pw:pw + w].contiguous()
+                           *_geometry_args(geom, ho, wo), *_ints(*geom.padding, h, w), ctypes.c_int(threads))
     return grad_x, hbuf.sum(0)[..., :o]
