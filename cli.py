@@ -424,6 +424,11 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--augment", "augment_kind", type=click.Choice(["shift", "affine", "crop-flip"]), default=None,
               help="Augmentation instead of the data set's own (digits: shift, up to 2 pixels; CIFAR: crop-flip). "
                    "affine: rotation up to 10 degrees, scale 0.9-1.1 and shift up to 2 pixels.")
+@click.option("--teacher", type=click.Path(dir_okay=False), default=None,
+              help="Distil from this trained checkpoint (e.g. a lenet5-cnn run): loss = (1 - a) * cross-entropy + "
+                   "a * T^2 * KL(teacher || student) at temperature T.")
+@click.option("--kd-alpha", type=float, default=0.7, show_default=True, help="Weight a of the distillation term.")
+@click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T.")
 @click.option("--limit", type=click.IntRange(0, None), default=0,
               help="Use only the first N training images (quick trials; 0 = all).")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
@@ -431,7 +436,7 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr, weight_decay, seed, eta, save_every,
-              no_augment, augment_kind, limit, limit_test, resume, as_json):
+              no_augment, augment_kind, teacher, kd_alpha, kd_temperature, limit, limit_test, resume, as_json):
     """Float (pre)training; runs unchanged under torchrun.
 
     mnist-* models default to Adam (lr 0.03, batch 16, 30 epochs): on the seed-000 network it beats the AdderNet
@@ -448,7 +453,8 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
     settings = train_settings(model_name, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay)
     cfg = TrainConfig(model=model_name, data=data_spec, seed=seed, eta=eta, save_every=save_every,
-                      augment=not no_augment, augment_kind=augment_kind or "", train_limit=limit,
+                      augment=not no_augment, augment_kind=augment_kind or "", teacher=teacher or "",
+                      kd_alpha=kd_alpha, kd_temperature=kd_temperature, train_limit=limit,
                       test_limit=limit_test, **settings)
     summary = clean_summary(run_training(cfg, out_dir, resume=resume))
     finish_distributed()

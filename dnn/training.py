@@ -65,6 +65,9 @@ class TrainConfig:
     save_every: int = 5
     augment: bool = True
     augment_kind: str = ""  # "" = the data set's own (shift for digits, crop-flip for CIFAR); or shift/affine
+    teacher: str = ""  # checkpoint of a trained model to distil from ("" = plain cross-entropy)
+    kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs the cross-entropy with the labels
+    kd_temperature: float = 4.0
     micro_batches: int = 1
     train_limit: int = 0  # 0 = the whole training split; smaller for quick runs and tests
     test_limit: int = 0
@@ -266,7 +269,31 @@ def epoch_batches(n, batch_size, ctx, seed, epoch):
     return [order[i * per_rank:(i + 1) * per_rank] for i in range(full)]
 
 
-def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show):
+def load_teacher(path, data, device):
+    """The float model of checkpoint `path`, frozen in eval mode, to distil from; it must fit the data."""
+    ckpt = load_checkpoint(path)
+    check_model_data(ckpt["model"], data)
+    teacher = build_model(ckpt["model"], num_classes=data.num_classes)
+    load_model_state(teacher, ckpt["state_dict"])
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
+def training_loss(out, y, x, cfg, teacher):
+    """Cross-entropy with the labels; with a teacher, mixed with the distillation term of Hinton et al. (KL divergence
+    between the softened outputs, scaled by T^2 so its gradients keep their size across temperatures)."""
+    loss = F.cross_entropy(out, y)
+    if teacher is None:
+        return loss
+    t = cfg.kd_temperature
+    with torch.no_grad():
+        soft = F.softmax(teacher(x) / t, dim=1)
+    kd = F.kl_div(F.log_softmax(out / t, dim=1), soft, reduction="batchmean") * t * t
+    return (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
+
+
+def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher=None):
     """One epoch of training; returns (mean loss, accuracy %) over all ranks."""
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + ctx.rank)
@@ -285,7 +312,7 @@ def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show):
             sync = model.no_sync() if (ctx.enabled and r < m - 1) else contextlib.nullcontext()
             with sync:
                 out = model(xr)
-                loss = F.cross_entropy(out, yr)
+                loss = training_loss(out, yr, xr, cfg, teacher)
                 (loss / m).backward()
             loss_sum += loss.item() * len(yr)
             correct += (out.argmax(1) == yr).sum().item()
@@ -408,6 +435,10 @@ def validate_config(cfg, ctx):
     if cfg.batch_size % (ctx.world * cfg.micro_batches):
         raise AxnetError(f"--batch-size {cfg.batch_size} must divide evenly over {ctx.world} process(es) x "
                          f"{cfg.micro_batches} micro-batch(es)")
+    if not 0 <= cfg.kd_alpha <= 1:
+        raise AxnetError(f"--kd-alpha {cfg.kd_alpha}: must be between 0 and 1")
+    if cfg.kd_temperature <= 0:
+        raise AxnetError(f"--kd-temperature {cfg.kd_temperature}: must be positive")
 
 
 def resume_settings(ckpt, cfg, path):
@@ -498,6 +529,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=None if ctx.device == "cpu"
                                                           else [torch.device(ctx.device).index])
+    teacher = load_teacher(cfg.teacher, data, ctx.device) if cfg.teacher else None
     show = show and ctx.is_main
     title = title or f"{cfg.model} on {data.name} ({arith_label(arith)})"
     if ctx.is_main:
@@ -505,7 +537,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show)
+        train_loss, train_acc = train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher)
         scheduler.step()
         reestimate_batchnorm(raw_model, data.train_x, ctx)
         test_loss, test_acc = evaluate(raw_model, data.test_x, data.test_y, ctx=ctx)

@@ -199,3 +199,36 @@ def test_adam_steps_every_weight_by_about_lr_without_the_adaptive_scaling(tmp_pa
     assert (step > 0.009).float().mean().item() > 0.9
     with pytest.raises(AxnetError, match="--optimizer 'lbfgs'"):
         T.run_training(T.TrainConfig(optimizer="lbfgs"), str(tmp_path / "x"), show=False)
+
+
+def test_distillation_loss_against_its_formula():
+    """kd_alpha 0 is plain cross-entropy; otherwise (1-a) CE + a T^2 KL(teacher || student), here against a
+    hand-written KL; a teacher that agrees with the student adds nothing."""
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    student = torch.randn(6, 3)
+    teacher = torch.nn.Linear(4, 3)
+    ce = torch.nn.functional.cross_entropy(student, y)
+    cfg = T.TrainConfig(kd_alpha=0.0)
+    assert torch.allclose(T.training_loss(student, y, x, cfg, teacher), ce)
+    cfg = T.TrainConfig(kd_alpha=0.6, kd_temperature=3.0)
+    p = torch.softmax(teacher(x).detach() / 3, 1)
+    q = torch.log_softmax(student / 3, 1)
+    kl = (p * (p.log() - q)).sum(1).mean()
+    torch.testing.assert_close(T.training_loss(student, y, x, cfg, teacher), 0.4 * ce + 0.6 * 9 * kl)
+    agree = torch.nn.Linear(4, 3)
+    same = agree(x).detach()
+    torch.testing.assert_close(T.training_loss(same, y, x, T.TrainConfig(kd_alpha=1.0), agree), torch.tensor(0.0),
+                               atol=1e-6, rtol=0)
+
+
+def test_training_with_a_teacher_runs_and_checks_it(tmp_path, digits):
+    teacher = run(tmp_path, "teacher", digits, model="mnist-cnn")
+    student = run(tmp_path, "student", digits, teacher=str(tmp_path / "teacher" / "last.pt"))
+    assert 0 <= student["final_test_acc"] <= 100
+    stored = load_checkpoint(tmp_path / "student" / "last.pt")["config"]
+    assert stored["teacher"].endswith("last.pt") and stored["kd_alpha"] == 0.7
+    with pytest.raises(AxnetError, match="checkpoint file not found"):
+        run(tmp_path, "orphan", digits, teacher=str(tmp_path / "nosuch.pt"))
+    with pytest.raises(AxnetError, match="--kd-alpha 1.5"):
+        run(tmp_path, "bad", digits, teacher=str(tmp_path / "teacher" / "last.pt"), kd_alpha=1.5)
