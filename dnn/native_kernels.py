@@ -319,7 +319,7 @@ void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, i
  * Chunk c covers bits [off[c], off[c]+bits[c]) with table tabs[start[c] + ((carry << 2m) | (a_m << m) | b_m)] =
  * s_m | (cout << m). out is (N, O, Ho, Wo) float64 (exact: the sums are below 2^53). */
 void cell_forward_i64(const int64_t *bp, const int64_t *wk, double *out, int N, int C, int Hp, int Wp, int O, int kh,
-                      int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, const int64_t *tabs, const int *off,
+                      int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, const int16_t *tabs, const int *off,
                       const int *bits, const long *start, int nchunks, int approx_bits, int width, int threads) {
     const long K = (long)C * kh * kw;
     const int64_t mask = (width >= 63) ? -1 : (((int64_t)1 << width) - 1), half = (int64_t)1 << (width - 1);
@@ -698,11 +698,15 @@ def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     mask = (1 << width) - 1
     flat, image = _padded((-xq).to(torch.int64) & mask, geom, 0, torch.int64)
     wk = (wq.reshape(o, -1).to(torch.int64) & mask).contiguous()
-    tables = [table.to(torch.int64) for _, _, table in chunks]
-    tabs = torch.cat(tables) if tables else torch.zeros(1, dtype=torch.int64)
-    starts = [0]
-    for table in tables[:-1]:
-        starts.append(starts[-1] + table.numel())
+    # entries hold m + 1 <= 9 bits: int16 tables, and chunks of the same width share one (every m = 8 chunk of a
+    # cell ripples the same way), so a 32-cell ripple reads one 256 KiB table that stays in L2, not four of 1 MiB
+    tables, starts, seen = [], [], {}
+    for _, m, table in chunks:
+        if m not in seen:
+            seen[m] = sum(t.numel() for t in tables)
+            tables.append(table.to(torch.int16))
+        starts.append(seen[m])
+    tabs = torch.cat(tables) if tables else torch.zeros(1, dtype=torch.int16)
     count = max(1, len(chunks))
     offsets = (ctypes.c_int * count)(*[off for off, _, _ in chunks])
     bits = (ctypes.c_int * count)(*[m for _, m, _ in chunks])
