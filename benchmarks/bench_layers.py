@@ -91,13 +91,17 @@ def layer_benchmarks(name, shape, repeats, device, lut):
                 adder(x)
         return run
 
+    # the layer's backward is timed from a dense output gradient, as BatchNorm hands it over in a network
+    # (out.sum().backward() would also time the sum and materialise its broadcast gradient)
+    grad_out = torch.randn(shape["batch"], shape["cout"], shape["size"], shape["size"], device=device)
+
     def adder_step(arith):
         xr = x.clone().requires_grad_(True)
 
         def run():
             adder.arith = arith
-            adder.weight.grad = None
-            adder(xr).sum().backward()
+            adder.weight.grad = xr.grad = None
+            adder(xr).backward(grad_out)
         return run
 
     result["exact_fwd_vs_conv"] = paired(conv_fwd, adder_fwd(None), repeats, device)
