@@ -22,7 +22,8 @@ class AdderConvFunction(torch.autograd.Function):
     def forward(ctx, x, weight, geom):
         ctx.geom = geom
         ctx.x_shape = x.shape
-        if adder_ops.native_exact(x, weight):
+        ctx.native = adder_ops.native_exact(x, weight)
+        if ctx.native:
             # pad once: the compiled forward, input gradient and weight GEMM all read the same padded copy
             padded = native_kernels.pad_input(x, geom)
             ctx.save_for_backward(weight, *padded)
@@ -35,7 +36,7 @@ class AdderConvFunction(torch.autograd.Function):
         weight, *saved = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         grad_x = grad_w = None
-        if len(saved) == 2:  # compiled path: (flat, image) padded buffers
+        if ctx.native:  # saved: x's padded buffers (flat, image)
             flat, image = saved
             if ctx.needs_input_grad[0]:
                 grad_x = native_kernels.l1_input_grad(ctx.x_shape, weight, grad_out, ctx.geom, (flat, image))

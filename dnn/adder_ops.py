@@ -10,9 +10,8 @@ Kernels (K = C*kh*kw patch taps, L = output pixels, V = values an activation ind
 - `l1_input_grad`: GX[n,k,p] = sum_o G[n,o,p] * clamp(W[o,k] - X[n,k,p], -1, 1)  (the authors' HardTanh backward)
 - `l1_weight_grad`: GW[o,k]  = sum_{n,p} G[n,o,p] * (X[n,k,p] - W[o,k])           (full-precision backward, a GEMM)
 - `table_forward`: Y[n,o,p]  = sum_k T[k, I[n,k,p], o]                           (weights folded into tables)
-- `table_input_grad`: GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o]
-- `table_scatter`: H[k,v,o]  = sum_{n,p : I[n,k,p] = v} G[n,o,p]                 (gradient into the tables)
-- `table_backward`: the last two in one pass
+- `table_backward`: GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o] (input gradient) and
+                    H[k,v,o]  = sum_{n,p : I[n,k,p] = v} G[n,o,p]         (gradient into the tables), one pass
 X and I are never unfolded by the compiled kernels; the torch versions unfold in chunks.
 """
 from __future__ import annotations
@@ -93,13 +92,13 @@ def l1_forward_torch(x, weight, geom):
     return -out.transpose(1, 2).reshape(n, o, ho, wo)
 
 
-def l1_input_grad(x, weight, grad_out, geom, native=None, padded=None):
+def l1_input_grad(x, weight, grad_out, geom, native=None):
     """GX = sum_o G * clamp(W - X, -1, 1) folded back onto the input, shaped like x."""
     if native is None:
         native = native_exact(x, weight) and grad_out.device.type == "cpu"
     if native:
         return native_kernels.l1_input_grad(x.shape, weight, grad_out.contiguous(), geom,
-                                            padded or native_kernels.pad_input(x, geom))
+                                            native_kernels.pad_input(x, geom))
     return l1_input_grad_torch(x, weight, grad_out, geom)
 
 
@@ -172,15 +171,6 @@ def table_forward_torch(index, table, geom, pad_index):
     return out.transpose(1, 2).reshape(n, o, ho, wo)
 
 
-def table_input_grad(index, table, grad_out, geom, pad_index, native=None):
-    """GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o], folded back onto the input: shaped like `index`, float."""
-    if native is None:
-        native = _use_native(index, table, grad_out) and table.dtype == torch.float32
-    if native:
-        return native_kernels.table_input_grad(index, table, grad_out.contiguous(), geom, pad_index)
-    return table_input_grad_torch(index, table, grad_out, geom, pad_index)
-
-
 def table_input_grad_torch(index, table, grad_out, geom, pad_index):
     """Torch version: gather the table rows each tap reads and dot them with the output gradient, in chunks."""
     n, c, h, w = index.shape
@@ -196,15 +186,6 @@ def table_input_grad_torch(index, table, grad_out, geom, pad_index):
         gathered = flat[rows]  # n, K, L, O
         grad_cols[start:start + step] = torch.einsum("nklo,nlo->nkl", gathered, g[start:start + step])
     return geom.fold(grad_cols, h, w)
-
-
-def table_scatter(index, grad_out, geom, pad_index, values, native=None):
-    """H[k, v, o] = sum of G[n, o, p] over the (n, p) whose tap k reads row v: the gradient into the tables."""
-    if native is None:
-        native = _use_native(index, grad_out) and grad_out.dtype == torch.float32
-    if native:
-        return native_kernels.table_scatter(index, grad_out.contiguous(), geom, pad_index, values)
-    return table_scatter_torch(index, grad_out, geom, pad_index, values)
 
 
 def table_scatter_torch(index, grad_out, geom, pad_index, values):
@@ -225,7 +206,8 @@ def table_scatter_torch(index, grad_out, geom, pad_index, values):
 
 
 def table_backward(index, table, grad_out, geom, pad_index, native=None):
-    """`table_input_grad` and `table_scatter` together (one pass over the taps when compiled)."""
+    """(GX, H): the input gradient and the gradient into the tables (one pass over the input when compiled).
+    The torch references are `table_input_grad_torch` and `table_scatter_torch`."""
     if native is None:
         native = _use_native(index, table, grad_out) and table.dtype == torch.float32
     if native:

@@ -253,67 +253,6 @@ void table_forward_f32(const int32_t *ip, const float *tab, float *out, int N, i
     }
 }
 
-/* gxp[n,c,h,w] += sum over the (oh, ow, i, j) reading that pixel of dot(gt[n,oh,ow,:], btab[k, ip[...], :]).
- * btab is (K, V, Op); gt is (N, Ho, Wo, Op); gxp is zeroed (N, C, Hp, Wp). Parallel over the batch only, since
- * neighbouring tiles of one image write the same input pixels. */
-void table_input_grad_f32(const int32_t *ip, const float *btab, const float *gt, float *gxp, int N, int C, int Hp,
-                          int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
-                          int threads) {
-    const int RB = tile_rows(Wo);
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-    for (int n = 0; n < N; n++)
-        for (int oh0 = 0; oh0 < Ho; oh0 += RB)
-            for (int c = 0; c < C; c++)
-                for (int oh = oh0; oh < (oh0 + RB < Ho ? oh0 + RB : Ho); oh++)
-                    for (int ow = 0; ow < Wo; ow++) {
-                        const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
-                        long k = (long)c * kh * kw;
-                        for (int i = 0; i < kh; i++) {
-                            const long base = (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
-                                              + (long)ow * sw;
-                            for (int j = 0; j < kw; j++, k++) {
-                                const long pos = base + (long)j * dw;
-                                const float *row = btab + (k * V + ip[pos]) * Op;
-                                v8 s = vsplat(0.0f);
-                                for (int q = 0; q < Op; q += 8) s += vload(gv + q) * vload(row + q);
-                                gxp[pos] += vsum(s);
-                            }
-                        }
-                    }
-}
-
-/* hbuf[thread][k, v, :] += gt[n,oh,ow,:] for every tap k of every output pixel reading row v; the caller sums
- * the per-thread tables. hbuf is zeroed (threads, K, V, Op). */
-void table_scatter_f32(const int32_t *ip, const float *gt, float *hbuf, int N, int C, int Hp, int Wp, int V, int Op,
-                       int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
-    const long table = (long)C * kh * kw * V * Op;
-    const int RB = tile_rows(Wo), blocks = (Ho + RB - 1) / RB;
-    const long tasks = (long)N * blocks;
-#pragma omp parallel num_threads(threads)
-    {
-        float *h = hbuf + omp_get_thread_num() * table;
-#pragma omp for schedule(static, 1) /* a fixed split keeps the float sums, and so training runs, reproducible */
-        for (long t = 0; t < tasks; t++) {
-            const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
-            const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
-            for (int c = 0; c < C; c++)
-                for (int oh = oh0; oh < oh1; oh++)
-                    for (int ow = 0; ow < Wo; ow++) {
-                        const float *gv = gt + (((long)n * Ho + oh) * Wo + ow) * Op;
-                        long k = (long)c * kh * kw;
-                        for (int i = 0; i < kh; i++) {
-                            const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
-                                                  + (long)ow * sw;
-                            for (int j = 0; j < kw; j++, k++) {
-                                float *row = h + (k * V + irow[(long)j * dw]) * Op;
-                                for (int q = 0; q < Op; q += 8) vstore(row + q, vload(row + q) + vload(gv + q));
-                            }
-                        }
-                    }
-        }
-    }
-}
-
 /* Sum over each patch of |d| for a width-bit (<= 32) ripple-carry adder whose low `approx_bits` cells are given by
  * chained tables: d = add(a, b) read as signed, a = w pattern (wk, (O, K)), b = -x pattern (bp, padded image).
  * Chunk c covers bits [off[c], off[c]+bits[c]) with table tabs[start[c] + ((carry << 2m) | (a_m << m) | b_m)] =
@@ -510,9 +449,8 @@ def load():
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _STATE["error"] = str(exc)
         return None
-    for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_input_grad_f32",
-                 "table_scatter_f32", "cell_forward_i64", "cell_small_forward", "table_backward_f32", "pad_planes_32",
-                 "l1_grad_rows"):
+    for name in ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_backward_f32", "cell_forward_i64",
+                 "cell_small_forward", "pad_planes_32", "l1_grad_rows"):
         getattr(lib, name).restype = None
     _STATE["lib"] = lib
     return lib
@@ -652,41 +590,6 @@ def table_forward(index, table, geom, pad_index):
     return out[..., :o].permute(0, 3, 1, 2)
 
 
-def table_input_grad(index, table, grad_out, geom, pad_index):
-    """Compiled table input gradient, shaped like index, float32."""
-    lib = load()
-    n, c, h, w = index.shape
-    k, v, o = table.shape
-    ho, wo = geom.output_size(h, w)
-    flat, image = _padded(index, geom, pad_index, torch.int32)
-    tab = _padded_table(table)
-    width = tab.shape[2]
-    g = _grad_rows(grad_out, width)
-    grad = torch.zeros(flat.numel(), dtype=torch.float32)
-    lib.table_input_grad_f32(_ptr(flat), _ptr(tab), _ptr(g), _ptr(grad),
-                             *_ints(n, c, image.shape[2], image.shape[3], v, width),
-                             *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
-    ph, pw = geom.padding
-    return grad[: image.numel()].view(image.shape)[:, :, ph:ph + h, pw:pw + w].contiguous()
-
-
-def table_scatter(index, grad_out, geom, pad_index, values):
-    """Compiled scatter of the output gradient into (K, V, O) tables."""
-    lib = load()
-    n, c, h, w = index.shape
-    o = grad_out.shape[1]
-    ho, wo = geom.output_size(h, w)
-    k = c * geom.kernel[0] * geom.kernel[1]
-    flat, image = _padded(index, geom, pad_index, torch.int32)
-    width = (o + 7) // 8 * 8
-    g = _grad_rows(grad_out, width)
-    threads = max(1, min(torch.get_num_threads(), n))
-    hbuf = torch.zeros(threads, k, values, width, dtype=torch.float32)
-    lib.table_scatter_f32(_ptr(flat), _ptr(g), _ptr(hbuf), *_ints(n, c, image.shape[2], image.shape[3], values, width),
-                          *_geometry_args(geom, ho, wo), ctypes.c_int(threads))
-    return hbuf.sum(0)[..., :o]
-
-
 def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     """Compiled per-pair sums of |add(w, -x)| for a ripple of cells (width <= 32), (N, O, Ho, Wo) float64."""
     if len(chunks) <= 1 and width <= 32:
@@ -746,7 +649,7 @@ def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
 
 
 def table_backward(index, table, grad_out, geom, pad_index):
-    """Compiled table_input_grad and table_scatter in one pass: (grad shaped like index, (K, V, O) tables)."""
+    """Compiled table backward: (input gradient shaped like index, (K, V, O) tables), see adder_ops."""
     lib = load()
     n, c, h, w = index.shape
     k, v, o = table.shape
