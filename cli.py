@@ -427,8 +427,8 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--teacher", type=click.Path(dir_okay=False), default=None,
               help="Distil from this trained checkpoint (e.g. a lenet5-cnn run): loss = (1 - a) * cross-entropy + "
                    "a * T^2 * KL(teacher || student) at temperature T.")
-@click.option("--kd-alpha", type=float, default=0.7, show_default=True, help="Weight a of the distillation term.")
-@click.option("--kd-temperature", type=float, default=4.0, show_default=True, help="Distillation temperature T.")
+@click.option("--kd-alpha", type=float, default=None, help="Weight a of the distillation term (with --teacher; 0.7).")
+@click.option("--kd-temperature", type=float, default=None, help="Distillation temperature T (with --teacher; 4).")
 @click.option("--limit", type=click.IntRange(0, None), default=0,
               help="Use only the first N training images (quick trials; 0 = all).")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
@@ -450,12 +450,14 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
     check_model_name(model_name)
     if no_augment and augment_kind:
         raise AxnetError(f"--augment {augment_kind} and --no-augment: give one of them")
+    if not teacher and (kd_alpha is not None or kd_temperature is not None):
+        raise AxnetError("--kd-alpha and --kd-temperature need --teacher (the checkpoint to distil from)")
+    distil = {k: v for k, v in (("kd_alpha", kd_alpha), ("kd_temperature", kd_temperature)) if v is not None}
     settings = train_settings(model_name, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr,
                               weight_decay=weight_decay)
     cfg = TrainConfig(model=model_name, data=data_spec, seed=seed, eta=eta, save_every=save_every,
                       augment=not no_augment, augment_kind=augment_kind or "", teacher=teacher or "",
-                      kd_alpha=kd_alpha, kd_temperature=kd_temperature, train_limit=limit,
-                      test_limit=limit_test, **settings)
+                      train_limit=limit, test_limit=limit_test, **distil, **settings)
     summary = clean_summary(run_training(cfg, out_dir, resume=resume))
     finish_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

@@ -247,6 +247,18 @@ def random_affine(x, generator, degrees=10.0, scale=0.1, shift=2, fill=0.0):
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
+# The augmentations that suit each data set's images, keyed by its own (DataSet.augment): shift and affine fill with
+# the digits' background value; crop-flip mirrors, which would turn digits into other shapes.
+AUGMENTATIONS = {"shift": ("shift", "affine"), "crop-flip": ("crop-flip",)}
+
+
+def check_augmentation(kind, data):
+    """Refuse an augmentation the data set's images do not suit, naming the option."""
+    allowed = AUGMENTATIONS.get(data.augment, (data.augment,))
+    if kind and kind not in allowed:
+        raise AxnetError(f"--augment {kind} does not suit --data {data.name}: use {' or '.join(allowed)}")
+
+
 def augment_batch(x, kind, generator):
     """Training-time augmentation of one batch, drawn from `generator` so that runs are reproducible."""
     if kind == "shift":

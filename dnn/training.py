@@ -41,7 +41,7 @@ from tqdm import tqdm
 from circuits.errors import AxnetError
 from circuits.files import file_sha256
 from dnn.checkpoint import check_circuit, load_checkpoint, save_checkpoint
-from dnn.data import augment_batch, load_data
+from dnn.data import augment_batch, check_augmentation, load_data
 from dnn.models import build_model, model_input, strip_module_prefix
 from lutgen.files import atomic_write
 
@@ -511,6 +511,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
         cfg = resume_settings(ckpt, cfg, last_path)
     data = data if data is not None else load_run_data(cfg)
     check_model_data(cfg.model, data)
+    check_augmentation(cfg.augment_kind, data)
 
     torch.manual_seed(cfg.seed)
     raw_model = build_model(cfg.model, num_classes=data.num_classes)

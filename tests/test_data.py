@@ -172,3 +172,17 @@ def test_random_affine_identity_and_background():
     background = -D.MNIST_MEAN / D.MNIST_STD
     x = torch.full((2, 1, 28, 28), background)
     torch.testing.assert_close(D.augment_batch(x, "affine", torch.Generator().manual_seed(3)), x, atol=1e-5, rtol=0)
+
+
+def test_augmentation_must_suit_the_data():
+    """Digits take shift or affine (filled with their background), CIFAR crop-flip; a mismatch names --augment."""
+    digits = D.DataSet("mnist5k", torch.zeros(2, 1, 28, 28), torch.zeros(2), torch.zeros(1, 1, 28, 28),
+                       torch.zeros(1), augment="shift")
+    D.check_augmentation("affine", digits)
+    D.check_augmentation("", digits)
+    with pytest.raises(AxnetError, match="--augment crop-flip does not suit --data mnist5k: use shift or affine"):
+        D.check_augmentation("crop-flip", digits)
+    cifar = D.DataSet("cifar10", torch.zeros(2, 3, 32, 32), torch.zeros(2), torch.zeros(1, 3, 32, 32),
+                      torch.zeros(1), augment="crop-flip")
+    with pytest.raises(AxnetError, match="--augment affine does not suit --data cifar10"):
+        D.check_augmentation("affine", cifar)

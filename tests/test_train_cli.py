@@ -150,3 +150,8 @@ def test_train_defaults_follow_the_model_family_and_optimizer_can_be_chosen(tiny
 def test_train_augment_conflict_is_a_one_line_error(tmp_path):
     r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--augment", "affine", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "--augment affine and --no-augment" in r.output and "Traceback" not in r.output
+
+
+def test_train_refuses_distillation_options_without_a_teacher(tmp_path):
+    r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--kd-alpha", "0.5", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "need --teacher" in r.output and "Traceback" not in r.output
