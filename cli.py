@@ -527,20 +527,22 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 @click.option("--epochs", type=click.IntRange(1, None), default=5, show_default=True, help="Retraining epochs.")
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Initial retraining learning rate.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch size.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the retraining runs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the (first) retraining run.")
+@click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Retrain N times (seeds SEED..SEED+N-1) per method; rows give mean +- std and every seed.")
 @click.option("--compare-ste", is_flag=True, help="Also retrain with STE from the same start, for the table.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Directory for retrain.json, retrain.md and the retrained runs.")
 @click.option("--resume", is_flag=True, help="Continue interrupted retraining runs in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, compare_ste, out_dir, resume,
-                as_json):
+def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, seeds, compare_ste, out_dir,
+                resume, as_json):
     """Approximation-aware retraining through a circuit; prints the before/after accuracy table."""
     from dnn.training import markdown_table, run_retrain
 
     result = run_retrain(checkpoint, circuit, grad=grad, half_window=half_window, epochs=epochs,
                          compare_ste=compare_ste, out_dir=out_dir, lr=lr, batch_size=batch_size, seed=seed,
-                         resume=resume)
+                         seeds=seeds, resume=resume)
     if as_json:
         train_echo_json(result)
     else:

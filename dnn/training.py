@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -694,14 +695,18 @@ RETRAIN_DEFAULTS = dict(lr=0.01, batch_size=64)  # retraining keeps the AdderNet
 
 def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, compare_ste=False, out_dir="runs/retrain",
                 lr=None, batch_size=None, seed=0, data_spec=None, train_limit=0, test_limit=0, show=True,
-                resume=False):
+                resume=False, seeds=1):
     """Approximation-aware retraining from a float checkpoint; returns the table rows (also written as JSON/md).
 
     Rows: float, quantized exact (ExactInt(n) for an n-bit LUT adder), the circuit before retraining, after
-    retraining with `grad`, and with `compare_ste` after STE retraining from the same start."""
+    retraining with `grad`, and with `compare_ste` after STE retraining from the same start. With `seeds` > 1 each
+    retraining runs with seeds seed, seed+1, ... from the same checkpoint and its row gives the mean, the standard
+    deviation and every seed's accuracy: a difference of a few digits between two methods is run-to-run noise."""
     from dnn.arith import ExactInt, LutAdder
     if grad not in ("lut", "ste"):
         raise AxnetError(f"--grad '{grad}': expected lut or ste")
+    if seeds < 1:
+        raise AxnetError(f"--seeds {seeds}: expected at least 1 retraining run per method")
     ckpt = load_checkpoint(ckpt_path)
     lut = load_circuit_lut(circuit)
     n = lut_width(lut)
@@ -727,23 +732,40 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
                  "seconds": 0.0})
     base_cfg = TrainConfig.from_dict(ckpt["config"])
     stages = [grad] + (["ste"] if compare_ste and grad != "ste" else [])
+    run_seeds = list(range(seed, seed + seeds))
     for g in stages:
         arith = LutAdder(lut, grad=g, half_window=half_window if g == "lut" else None)
-        cfg = TrainConfig(model=ckpt["model"], data=data_spec or base_cfg.data, epochs=epochs,
-                          batch_size=batch_size or RETRAIN_DEFAULTS["batch_size"], lr=lr or RETRAIN_DEFAULTS["lr"],
-                          optimizer="sgd", seed=seed, augment=base_cfg.augment, save_every=max(epochs, 1),
-                          train_limit=train_limit or base_cfg.train_limit, test_limit=test_limit or base_cfg.test_limit)
-        stage_dir = os.path.join(out_dir, f"retrain_{g}")
-        extra = {"retrained_from": str(ckpt_path), "grad": g, "half_window": half_window}
-        summary = run_training(cfg, stage_dir, resume=resume and os.path.isfile(os.path.join(stage_dir, "last.pt")),
-                               arith=arith, init_state=ckpt["state_dict"], extra=extra, show=show, data=data)
-        retrained = summary["model_object"]  # keeps the scales it was trained with: no recalibration
-        acc = evaluate(retrained, data.test_x, data.test_y, device=device)[1]
+        accs, seconds, checkpoints = [], [], []
+        for s in run_seeds:
+            cfg = TrainConfig(model=ckpt["model"], data=data_spec or base_cfg.data, epochs=epochs,
+                              batch_size=batch_size or RETRAIN_DEFAULTS["batch_size"],
+                              lr=lr or RETRAIN_DEFAULTS["lr"], optimizer="sgd", seed=s, augment=base_cfg.augment,
+                              save_every=max(epochs, 1), train_limit=train_limit or base_cfg.train_limit,
+                              test_limit=test_limit or base_cfg.test_limit)
+            # one seed keeps the plain directory name that single runs have always had
+            stage_dir = os.path.join(out_dir, f"retrain_{g}" if seeds == 1 else f"retrain_{g}_seed{s}")
+            extra = {"retrained_from": str(ckpt_path), "grad": g, "half_window": half_window}
+            summary = run_training(cfg, stage_dir,
+                                   resume=resume and os.path.isfile(os.path.join(stage_dir, "last.pt")),
+                                   arith=arith, init_state=ckpt["state_dict"], extra=extra, show=show, data=data,
+                                   title=f"{ckpt['model']} on {data.name} ({arith_label(arith)}), seed {s}")
+            retrained = summary["model_object"]  # keeps the scales it was trained with: no recalibration
+            accs.append(evaluate(retrained, data.test_x, data.test_y, device=device)[1])
+            seconds.append(summary["train_seconds"])
+            checkpoints.append(os.path.join(stage_dir, "last.pt"))
         label = "after retraining, gradient LUT" if g == "lut" else "after retraining, STE"
-        rows.append({"row": label, "arith": arith_label(arith), "accuracy": acc, "epochs": epochs,
-                     "seconds": summary["train_seconds"], "checkpoint": os.path.join(stage_dir, "last.pt")})
+        row = {"row": label, "arith": arith_label(arith), "accuracy": statistics.fmean(accs), "epochs": epochs,
+               "seconds": statistics.fmean(seconds), "checkpoint": checkpoints[0]}
+        if seeds > 1:
+            row.update(seeds=run_seeds, per_seed=accs, std=statistics.stdev(accs), checkpoints=checkpoints)
+        rows.append(row)
     result = {"checkpoint": str(ckpt_path), "circuit": str(circuit), "circuit_sha256": before.sha256,
               "model": ckpt["model"], "data": data.name, "images": len(data.test_x), "rows": rows}
+    if seeds > 1 and len(stages) == 2:
+        lut_row, ste_row = rows[-2], rows[-1]
+        diffs = [a - b for a, b in zip(lut_row["per_seed"], ste_row["per_seed"])]
+        result["lut_minus_ste"] = {"per_seed": diffs, "mean": statistics.fmean(diffs),
+                                   "seeds_lut_at_or_above": sum(d >= 0 for d in diffs)}
     os.makedirs(out_dir, exist_ok=True)
     write_json(result, os.path.join(out_dir, "retrain.json"))
     with atomic_write(os.path.join(out_dir, "retrain.md"), "w") as f:
@@ -752,12 +774,25 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
 
 
 def markdown_table(result):
-    """The retraining table as markdown, one row per arithmetic / stage."""
+    """The retraining table as markdown, one row per arithmetic / stage (mean +- std over seeds where several ran)."""
     lines = [f"Model `{result['model']}` on {result['data']} ({result['images']} test images), "
              f"circuit `{os.path.basename(result['circuit'])}`", "",
              "| network | arithmetic | accuracy (%) | retraining epochs | seconds |", "|---|---|---:|---:|---:|"]
     for r in result["rows"]:
-        lines.append(f"| {r['row']} | {r['arith']} | {r['accuracy']:.2f} | {r['epochs']} | {r['seconds']:.1f} |")
+        acc = f"{r['accuracy']:.2f}"
+        if "per_seed" in r:
+            acc += f" ± {r['std']:.2f} ({', '.join(f'{a:.1f}' for a in r['per_seed'])})"
+        lines.append(f"| {r['row']} | {r['arith']} | {acc} | {r['epochs']} | {r['seconds']:.1f} |")
+    seeded = [r for r in result["rows"] if "seeds" in r]
+    if seeded:
+        s = seeded[0]["seeds"]
+        lines += ["", f"Retraining rows: mean ± standard deviation over seeds {s[0]}-{s[-1]} "
+                      f"(each seed's accuracy in brackets), seconds per run."]
+    diff = result.get("lut_minus_ste")
+    if diff:
+        lines.append(f"Gradient LUT minus STE, seed by seed: {', '.join(f'{d:+.1f}' for d in diff['per_seed'])} "
+                     f"(mean {diff['mean']:+.2f}; at or above STE with {diff['seeds_lut_at_or_above']} of "
+                     f"{len(diff['per_seed'])} seeds).")
     return "\n".join(lines) + "\n"
 
 

@@ -135,6 +135,27 @@ def test_retrain_table_and_circuit_check(tiny_run, tmp_path):
     assert r.exit_code == 2 and "retrain refused" in r.output
 
 
+def test_retrain_over_seeds_reports_each_seed_and_the_paired_difference(tiny_run, tmp_path):
+    blif = tmp_path / "add6.blif"
+    assert invoke("build-adder", "--width", 6, "--cell", "ama2", "--approx-bits", 2, "-o", blif).exit_code == 0
+    common = ["--circuit", blif, "--grad", "lut", "--half-window", 1, "--epochs", 1, "--batch-size", 16,
+              "--compare-ste", "--json"]
+    r = invoke("retrain", tiny_run / "last.pt", *common, "--seed", 3, "--seeds", 2, "--out", tmp_path / "many")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    lut_row, ste_row = result["rows"][-2:]
+    assert lut_row["seeds"] == ste_row["seeds"] == [3, 4]
+    assert lut_row["accuracy"] == pytest.approx(sum(lut_row["per_seed"]) / 2)
+    diffs = [a - b for a, b in zip(lut_row["per_seed"], ste_row["per_seed"])]
+    assert result["lut_minus_ste"]["per_seed"] == pytest.approx(diffs)
+    assert (tmp_path / "many" / "retrain_ste_seed4" / "last.pt").exists()
+    assert "mean ± standard deviation over seeds 3-4" in (tmp_path / "many" / "retrain.md").read_text()
+    # the second seed's run is the run a single retraining with that seed gives
+    r = invoke("retrain", tiny_run / "last.pt", *common, "--seed", 4, "--out", tmp_path / "one")
+    single = json.loads(r.stdout)["rows"]
+    assert [single[-2]["accuracy"], single[-1]["accuracy"]] == [lut_row["per_seed"][1], ste_row["per_seed"][1]]
+
+
 def test_train_defaults_follow_the_model_family_and_optimizer_can_be_chosen(tiny_run, tmp_path):
     cfg = load_checkpoint(tiny_run / "last.pt")["config"]
     assert (cfg["optimizer"], cfg["lr"], cfg["weight_decay"], cfg["batch_size"]) == ("adam", 0.03, 0.0, 16)
