@@ -429,6 +429,9 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
                    "a * T^2 * KL(teacher || student) at temperature T.")
 @click.option("--kd-alpha", type=float, default=None, help="Weight a of the distillation term (with --teacher; 0.7).")
 @click.option("--kd-temperature", type=float, default=None, help="Distillation temperature T (with --teacher; 4).")
+@click.option("--ema", type=float, default=0.0, show_default=True, metavar="DECAY",
+              help="Evaluate and save an exponential moving average of the weights with this decay (e.g. 0.999; "
+                   "0 = off).")
 @click.option("--limit", type=click.IntRange(0, None), default=0,
               help="Use only the first N training images (quick trials; 0 = all).")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
@@ -436,7 +439,7 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr, weight_decay, seed, eta, save_every,
-              no_augment, augment_kind, teacher, kd_alpha, kd_temperature, limit, limit_test, resume, as_json):
+              no_augment, augment_kind, teacher, kd_alpha, kd_temperature, ema, limit, limit_test, resume, as_json):
     """Float (pre)training; runs unchanged under torchrun.
 
     mnist-* models default to Adam (lr 0.03, batch 16, 30 epochs): on the seed-000 network it beats the AdderNet
@@ -457,7 +460,7 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
                               weight_decay=weight_decay)
     cfg = TrainConfig(model=model_name, data=data_spec, seed=seed, eta=eta, save_every=save_every,
                       augment=not no_augment, augment_kind=augment_kind or "", teacher=teacher or "",
-                      train_limit=limit, test_limit=limit_test, **distil, **settings)
+                      ema=ema, train_limit=limit, test_limit=limit_test, **distil, **settings)
     summary = clean_summary(run_training(cfg, out_dir, resume=resume))
     finish_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports

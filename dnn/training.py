@@ -24,6 +24,7 @@ resumed run continues exactly where the last checkpoint left it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import json
@@ -69,6 +70,7 @@ class TrainConfig:
     teacher: str = ""  # checkpoint of a trained model to distil from ("" = plain cross-entropy)
     kd_alpha: float = 0.7  # weight of the distillation term; 1 - kd_alpha weighs the cross-entropy with the labels
     kd_temperature: float = 4.0
+    ema: float = 0.0  # decay of the exponential moving average of the weights that is evaluated and saved; 0 = off
     micro_batches: int = 1
     train_limit: int = 0  # 0 = the whole training split; smaller for quick runs and tests
     test_limit: int = 0
@@ -294,7 +296,29 @@ def training_loss(out, y, x, cfg, teacher):
     return (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd
 
 
-def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher=None):
+class WeightAverage:
+    """An exponential moving average of a model's parameters (Polyak averaging), kept in a copy of the model.
+
+    Only the parameters are averaged; the copy's BatchNorm statistics are re-estimated for the averaged weights
+    (`reestimate_batchnorm`), since running statistics of other weights do not fit them. The decay ramps up as
+    min(decay, (1 + t) / (10 + t)) over the first steps t, so the random initial weights are forgotten quickly."""
+
+    def __init__(self, model, decay, steps=0):
+        self.model = copy.deepcopy(model)
+        self.model.requires_grad_(False)
+        self.decay = decay
+        self.steps = steps
+
+    @torch.no_grad()
+    def update(self, model):
+        """Fold the model's current parameters into the average (after each optimizer step)."""
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for avg, p in zip(self.model.parameters(), model.parameters()):
+            avg.lerp_(p.detach(), 1 - d)
+
+
+def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher=None, average=None):
     """One epoch of training; returns (mean loss, accuracy %) over all ranks."""
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + ctx.rank)
@@ -321,6 +345,8 @@ def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teache
         if cfg.optimizer == "sgd":
             adaptive_scale(raw_model, cfg.eta)  # gradients are already all-reduced here under DDP
         optimizer.step()
+        if average is not None:
+            average.update(raw_model)
         bar.set_postfix(loss=f"{loss_sum / max(count, 1):.3f}")
     loss_sum, correct, count = all_reduce_sums([loss_sum, correct, count], ctx)
     return loss_sum / max(count, 1), 100.0 * correct / max(count, 1)
@@ -440,6 +466,8 @@ def validate_config(cfg, ctx):
         raise AxnetError(f"--kd-alpha {cfg.kd_alpha}: must be between 0 and 1")
     if cfg.kd_temperature <= 0:
         raise AxnetError(f"--kd-temperature {cfg.kd_temperature}: must be positive")
+    if not 0 <= cfg.ema < 1:
+        raise AxnetError(f"--ema {cfg.ema}: the averaging decay must be in [0, 1) (e.g. 0.999; 0 = off)")
 
 
 def resume_settings(ckpt, cfg, path):
@@ -474,14 +502,15 @@ def write_json(obj, path):
         f.write("\n")
 
 
-def checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch, history, best, arith, extra):
-    """Everything a checkpoint stores: weights-only-loadable types."""
+def checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch, history, best, arith, extra, average=None):
+    """Everything a checkpoint stores: weights-only-loadable types. With weight averaging, `state_dict` holds the
+    averaged weights (what eval, sweep and retrain use) and `train_state_dict` the trained ones (for --resume)."""
     payload = {
         "model": cfg.model,
         "model_kwargs": {},
         "config": asdict(cfg),
         "epoch": epoch,
-        "state_dict": cpu_state(raw_model),
+        "state_dict": cpu_state(raw_model if average is None else average.model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "history": history,
@@ -489,6 +518,8 @@ def checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch, history, bes
         "arith": arith_label(arith),
         "circuit_sha256": arith_sha(arith),
     }
+    if average is not None:
+        payload.update(train_state_dict=cpu_state(raw_model), ema_steps=average.steps)
     payload.update(extra or {})
     return payload
 
@@ -522,11 +553,16 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     if arith is not None:
         prepare_arith(raw_model, arith, data, ctx.device)
     optimizer, scheduler = make_optimizer(raw_model, cfg)
+    average = WeightAverage(raw_model, cfg.ema) if cfg.ema else None
     if ckpt is not None:
-        load_model_state(raw_model, ckpt["state_dict"])
+        load_model_state(raw_model, ckpt.get("train_state_dict", ckpt["state_dict"]))
+        if average is not None:
+            load_model_state(average.model, ckpt["state_dict"])
+            average.steps = ckpt["ema_steps"]
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_acc"]
+    scored = raw_model if average is None else average.model  # the model evaluated, saved and returned
     model = raw_model
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(raw_model, device_ids=None if ctx.device == "cpu"
@@ -539,10 +575,13 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher)
+        train_loss, train_acc = train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher,
+                                            average)
         scheduler.step()
         reestimate_batchnorm(raw_model, data.train_x, ctx)
-        test_loss, test_acc = evaluate(raw_model, data.test_x, data.test_y, ctx=ctx)
+        if average is not None:
+            reestimate_batchnorm(average.model, data.train_x, ctx)
+        test_loss, test_acc = evaluate(scored, data.test_x, data.test_y, ctx=ctx)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                    test_acc=test_acc, seconds=time.perf_counter() - t0)
         for k in HISTORY_KEYS:
@@ -552,7 +591,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
                        f"test {test_acc:6.2f}%  ({row['seconds']:.1f} s)", file=sys.stderr)
         if ctx.is_main:
             payload = checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch + 1, history,
-                                         max(best, test_acc), arith, extra)
+                                         max(best, test_acc), arith, extra, average)
             if test_acc > best:
                 save_checkpoint(os.path.join(out_dir, "best.pt"), payload)
             if (epoch + 1) % max(cfg.save_every, 1) == 0:
@@ -570,7 +609,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     }
     if ctx.is_main:
         write_json(summary, os.path.join(out_dir, "summary.json"))
-    summary["model_object"] = raw_model
+    summary["model_object"] = scored
     return summary
 
 

@@ -173,6 +173,12 @@ def test_train_augment_conflict_is_a_one_line_error(tmp_path):
     assert r.exit_code == 2 and "--augment affine and --no-augment" in r.output and "Traceback" not in r.output
 
 
+def test_train_ema_out_of_range_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--ema", "1.5", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and r.output.strip() == "axnet: error: --ema 1.5: the averaging decay must be in [0, 1) " \
+        "(e.g. 0.999; 0 = off)" and not (tmp_path / "x").exists()
+
+
 def test_train_refuses_distillation_options_without_a_teacher(tmp_path):
     r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--kd-alpha", "0.5", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "need --teacher" in r.output and "Traceback" not in r.output

@@ -232,3 +232,40 @@ def test_training_with_a_teacher_runs_and_checks_it(tmp_path, digits):
         run(tmp_path, "orphan", digits, teacher=str(tmp_path / "nosuch.pt"))
     with pytest.raises(AxnetError, match="--kd-alpha 1.5"):
         run(tmp_path, "bad", digits, teacher=str(tmp_path / "teacher" / "last.pt"), kd_alpha=1.5)
+
+
+def test_weight_average_follows_its_recurrence():
+    """After steps t = 1..3 each averaged weight is avg += (1 - d_t)(w - avg), d_t = min(decay, (1+t)/(10+t))."""
+    model = torch.nn.Linear(3, 2)
+    avg = T.WeightAverage(model, decay=0.5)
+    expected = model.weight.detach().clone()
+    for t in range(1, 4):
+        with torch.no_grad():
+            model.weight.add_(torch.randn_like(model.weight))
+        avg.update(model)
+        d = min(0.5, (1 + t) / (10 + t))
+        expected = d * expected + (1 - d) * model.weight.detach()
+    torch.testing.assert_close(avg.model.weight, expected)
+    assert not avg.model.weight.requires_grad and avg.steps == 3
+
+
+def test_averaged_run_saves_the_average_and_resumes_exactly(tmp_path, digits):
+    straight = run(tmp_path, "straight", digits, epochs=2, save_every=1, ema=0.9)
+    run(tmp_path, "cut", digits, epochs=2, save_every=1, ema=0.9)
+    cut = tmp_path / "cut"
+    os.replace(cut / "epoch_0001.pt", cut / "last.pt")
+    cfg = T.TrainConfig(**dict(TINY, epochs=2, save_every=1, ema=0.9))
+    resumed = T.run_training(cfg, str(cut), resume=True, show=False, data=digits.subset(64, 32))
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ckpt = load_checkpoint(cut / "last.pt")
+    # state_dict is the average (what eval / retrain load); train_state_dict the weights the optimizer moves
+    assert torch.equal(ckpt["state_dict"]["conv1.weight"], a["conv1.weight"])
+    assert not torch.equal(ckpt["train_state_dict"]["conv1.weight"], a["conv1.weight"])
+    assert ckpt["ema_steps"] == 2 * 64 // 16
+    # the reported accuracy is the average's, with BatchNorm statistics measured for its weights
+    model = T.model_from_checkpoint(ckpt)
+    data = digits.subset(64, 32)
+    assert T.evaluate(model, data.test_x, data.test_y)[1] == ckpt["history"]["test_acc"][-1]
+    with pytest.raises(AxnetError, match="--ema 1.0"):
+        run(tmp_path, "bad", digits, ema=1.0)
