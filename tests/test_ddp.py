@@ -11,7 +11,7 @@ from dnn import training as T
 from dnn.data import load_mnist5k
 
 SETTINGS = dict(model="mnist-addernet", train_limit=64, test_limit=32, batch_size=16, epochs=1, augment=False,
-                lr=0.05, seed=7)
+                lr=0.05, seed=7, ema=0.9)
 
 
 def free_port():
@@ -47,11 +47,15 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path, monk
     single = T.run_training(T.TrainConfig(**SETTINGS, micro_batches=2), str(tmp_path / "one"), show=False,
                             data=data)
     ckpt = torch.load(ddp_dir / "last.pt", weights_only=True)
+    one = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     ref = dict(single["model_object"].named_parameters())
+    # the trained weights and their moving average (every rank averages the same all-reduced steps)
     for name, value in ref.items():
         torch.testing.assert_close(ckpt["state_dict"][name], value.detach(), atol=1e-4, rtol=1e-4, msg=name)
+        torch.testing.assert_close(ckpt["train_state_dict"][name], one["train_state_dict"][name], atol=1e-4,
+                                   rtol=1e-4, msg=name)
     torch.manual_seed(SETTINGS["seed"])
     start = T.build_model("mnist-addernet")
-    moved = (ckpt["state_dict"]["conv2.weight"] - start.conv2.weight).abs().max()
+    moved = (ckpt["train_state_dict"]["conv2.weight"] - start.conv2.weight).abs().max()
     assert moved > 1e-3  # the runs did train: the comparison is not of two untouched initialisations
