@@ -299,13 +299,18 @@ def ripple_tables(rows, bits):
     """Chained tables for the low `bits` cells: [(offset, m, table)] with m <= 8 bits each.
 
     table[(cin << 2m) | (a << m) | b] = s | (cout << m) for m-bit slices a, b of the operands, computed by rippling
-    the cell's truth table `rows` (row index A*4 + B*2 + Cin) across the slice.
+    the cell's truth table `rows` (row index A*4 + B*2 + Cin) across the slice. Every slice of the same width
+    ripples the same cell the same way, so those chunks share one table tensor (the compiled adder reads it once).
     """
     s_of = np.array([r[0] for r in rows], dtype=np.int64)
     c_of = np.array([r[1] for r in rows], dtype=np.int64)
-    chunks, offset = [], 0
+    chunks, offset, made = [], 0, {}
     while offset < bits:
         m = min(8, bits - offset)
+        if m in made:
+            chunks.append((offset, m, made[m]))
+            offset += m
+            continue
         entries = np.arange(1 << (2 * m + 1), dtype=np.int64)
         b, a, carry = entries & ((1 << m) - 1), (entries >> m) & ((1 << m) - 1), entries >> (2 * m)
         total = np.zeros_like(entries)
@@ -313,7 +318,8 @@ def ripple_tables(rows, bits):
             row = ((a >> i) & 1) * 4 + ((b >> i) & 1) * 2 + carry
             total |= s_of[row] << i
             carry = c_of[row]
-        chunks.append((offset, m, torch.from_numpy(total | (carry << m))))
+        made[m] = torch.from_numpy(total | (carry << m))
+        chunks.append((offset, m, made[m]))
         offset += m
     return chunks
 

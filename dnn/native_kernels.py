@@ -601,14 +601,14 @@ def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     mask = (1 << width) - 1
     flat, image = _padded((-xq).to(torch.int64) & mask, geom, 0, torch.int64)
     wk = (wq.reshape(o, -1).to(torch.int64) & mask).contiguous()
-    # entries hold m + 1 <= 9 bits: int16 tables, and chunks of the same width share one (every m = 8 chunk of a
-    # cell ripples the same way), so a 32-cell ripple reads one 256 KiB table that stays in L2, not four of 1 MiB
+    # entries hold m + 1 <= 9 bits: int16 tables, each shared table once (ripple_tables gives every m = 8 chunk the
+    # same one), so a 32-cell ripple reads one 256 KiB table that stays in L2, not four of 1 MiB
     tables, starts, seen = [], [], {}
-    for _, m, table in chunks:
-        if m not in seen:
-            seen[m] = sum(t.numel() for t in tables)
+    for _, _, table in chunks:
+        if id(table) not in seen:
+            seen[id(table)] = sum(t.numel() for t in tables)
             tables.append(table.to(torch.int16))
-        starts.append(seen[m])
+        starts.append(seen[id(table)])
     tabs = torch.cat(tables) if tables else torch.zeros(1, dtype=torch.int16)
     count = max(1, len(chunks))
     offsets = (ctypes.c_int * count)(*[off for off, _, _ in chunks])
