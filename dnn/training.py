@@ -276,11 +276,7 @@ def load_teacher(path, data, device):
     """The float model of checkpoint `path`, frozen in eval mode, to distil from; it must fit the data."""
     ckpt = load_checkpoint(path)
     check_model_data(ckpt["model"], data)
-    teacher = build_model(ckpt["model"], num_classes=data.num_classes)
-    load_model_state(teacher, ckpt["state_dict"])
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher.to(device).eval()
+    return model_from_checkpoint(ckpt).requires_grad_(False).to(device).eval()
 
 
 def training_loss(out, y, x, cfg, teacher):
@@ -578,9 +574,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
         train_loss, train_acc = train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teacher,
                                             average)
         scheduler.step()
-        reestimate_batchnorm(raw_model, data.train_x, ctx)
-        if average is not None:
-            reestimate_batchnorm(average.model, data.train_x, ctx)
+        reestimate_batchnorm(scored, data.train_x, ctx)  # the trained weights are only evaluated when not averaged
         test_loss, test_acc = evaluate(scored, data.test_x, data.test_y, ctx=ctx)
         row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss, train_acc=train_acc, test_loss=test_loss,
                    test_acc=test_acc, seconds=time.perf_counter() - t0)
@@ -788,8 +782,7 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
                                    resume=resume and os.path.isfile(os.path.join(stage_dir, "last.pt")),
                                    arith=arith, init_state=ckpt["state_dict"], extra=extra, show=show, data=data,
                                    title=f"{ckpt['model']} on {data.name} ({arith_label(arith)}), seed {s}")
-            retrained = summary["model_object"]  # keeps the scales it was trained with: no recalibration
-            accs.append(evaluate(retrained, data.test_x, data.test_y, device=device)[1])
+            accs.append(summary["final_test_acc"])  # the retrained model, with the scales it was trained with
             seconds.append(summary["train_seconds"])
             checkpoints.append(os.path.join(stage_dir, "last.pt"))
         label = "after retraining, gradient LUT" if g == "lut" else "after retraining, STE"
