@@ -28,7 +28,9 @@ def atomic_write(path, mode="w", **kwargs):
 
 
 def read_text(path, kind="file"):
-    """A text file's contents; a missing, unreadable, binary or empty file is a one-line AxnetError naming it."""
+    """A text file's contents; a missing, unreadable, binary or empty file is a one-line AxnetError naming it.
+
+    A leading UTF-8 byte-order mark is dropped."""
     from circuits.errors import AxnetError
 
     try:
@@ -43,7 +45,7 @@ def read_text(path, kind="file"):
     if not data.strip():
         raise AxnetError("empty file", path=path)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")  # a BOM (as some Windows editors write) is not content
     except UnicodeDecodeError:
         raise AxnetError(f"not a text file (cannot decode it as UTF-8), expected a {kind}", path=path) from None
 

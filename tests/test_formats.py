@@ -49,7 +49,7 @@ def test_npz_round_trip_keeps_table_gradients_and_meta(tmp_path):
 
 def test_npz_without_gradients_and_with_three_operands(tmp_path):
     table = np.arange(4 * 4 * 2, dtype=np.int64).reshape(4, 4, 2)
-    lut = Lut(table=table, operands=[("a", 2), ("b", 2), ("cin", 1)], outputs=["s[0]", "s[1]", "s[2]"])
+    lut = Lut(table=table, operands=[("a", 2), ("b", 2), ("cin", 1)], outputs=[f"s[{k}]" for k in range(5)])
     save_npz(lut, tmp_path / "c.npz")
     got = load_lut(tmp_path / "c.npz")
     assert_same(got, lut) and got.grads is None and got.grad_meta is None
