@@ -378,8 +378,8 @@ def gradlut_cmd(lut_path, half_window, boundary, method, reference, out, fmt):
 
 
 # ---- training workflow commands (issue 4) ----------------------------------------------------------------------------
-# Train / eval / sweep / retrain. The loops live in dnn.training; these commands parse options, print tables or
-# JSON, and leave every file to dnn.training (atomic writes, rank 0 only under torchrun).
+# Train / eval / sweep / retrain. The loops live in dnn.workflow; these commands parse options, print tables or
+# JSON, and leave every file to dnn.workflow (atomic writes, rank 0 only under torchrun).
 
 
 def train_echo_json(data):
@@ -448,7 +448,7 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
     import os
 
     from dnn.models import check_model_name
-    from dnn.training import TrainConfig, clean_summary, finish_distributed, run_training, train_settings
+    from dnn.workflow import TrainConfig, clean_summary, finish_distributed, run_training, train_settings
 
     check_model_name(model_name)
     if no_augment and augment_kind:
@@ -480,7 +480,7 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_cmd(checkpoint, arith_texts, data_spec, as_json):
     """Test accuracy of a checkpoint under float, quantized exact, LUT or cell-adder arithmetic."""
-    from dnn.training import eval_checkpoint
+    from dnn.workflow import eval_checkpoint
 
     results = [eval_checkpoint(checkpoint, a, data_spec) for a in arith_texts]
     if as_json:
@@ -505,7 +505,7 @@ def eval_cmd(checkpoint, arith_texts, data_spec, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, as_json):
     """Accuracy against the number of approximate low bits of a cell adder (the seed-000 study)."""
-    from dnn.training import run_sweep
+    from dnn.workflow import run_sweep
 
     result = run_sweep(checkpoint, cell=cell, width=width, bits_text=bits_text, out_dir=out_dir, data_spec=data_spec,
                        test_limit=limit_test)
@@ -541,7 +541,7 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, seeds, compare_ste, out_dir,
                 resume, as_json):
     """Approximation-aware retraining through a circuit; prints the before/after accuracy table."""
-    from dnn.training import markdown_table, run_retrain
+    from dnn.workflow import markdown_table, run_retrain
 
     result = run_retrain(checkpoint, circuit, grad=grad, half_window=half_window, epochs=epochs,
                          compare_ste=compare_ste, out_dir=out_dir, lr=lr, batch_size=batch_size, seed=seed,

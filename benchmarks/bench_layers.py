@@ -25,9 +25,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from circuits.generators import ripple_carry_adder  # noqa: E402
-from dnn import Adder2d, LutAdder, adaptive_lr_scale_, native_kernels, parse_arith, set_arith  # noqa: E402
-from dnn.arith import lut_gather_sums  # noqa: E402
-from dnn.quant import layer_scale, quantize  # noqa: E402
+from dnn import Adder2d, LutAdder, adaptive_lr_scale_, parse_arith, set_arith  # noqa: E402
+from dnn.kernels import native as native_kernels  # noqa: E402
+from dnn.arith.lut_adder import lut_gather_sums  # noqa: E402
+from dnn.arith.quant import layer_scale, quantize  # noqa: E402
 from lutgen.lut import build_lut  # noqa: E402
 
 SHAPES = {

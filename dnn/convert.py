@@ -55,7 +55,7 @@ def resolve_backend(kind, arith):
     if arith is None:
         return None
     if kind == "approx_mult":
-        from dnn.approx_mult import LutMultiplier
+        from dnn.arith.lut_multiplier import LutMultiplier
         if isinstance(arith, (str, os.PathLike)):
             return LutMultiplier(arith)
         if not isinstance(arith, LutMultiplier):
@@ -63,7 +63,7 @@ def resolve_backend(kind, arith):
                              f"not {type(arith).__name__}")
         return arith
     if isinstance(arith, str):
-        from dnn.arith import parse_arith
+        from dnn.arith.spec import parse_arith
         return parse_arith(arith)
     if not hasattr(arith, "describe"):
         raise AxnetError(f"convert kind 'adder' needs a dnn.arith back-end as arith, not {type(arith).__name__}")
@@ -72,7 +72,7 @@ def resolve_backend(kind, arith):
 
 def candidate_layers(model):
     """(name, layer) for every plain Conv2d/Linear in module order, skipping layers that are already converted."""
-    from dnn.approx_mult import APPROX_LAYERS
+    from dnn.layers.assign import APPROX_LAYERS
     out = []
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, APPROX_LAYERS):
@@ -102,15 +102,15 @@ def build_replacement(layer, kind, backend):
     """A new layer of `kind` with `layer`'s geometry, weights and bias, on its device and dtype."""
     bias = layer.bias is not None
     if kind == "adder":
-        from dnn.adder2d import Adder2d
-        from dnn.adder_linear import AdderLinear
+        from dnn.layers.adder2d import Adder2d
+        from dnn.layers.adder_linear import AdderLinear
         if isinstance(layer, nn.Linear):
             new = AdderLinear(layer.in_features, layer.out_features, bias=bias, arith=backend)
         else:
             new = Adder2d(layer.in_channels, layer.out_channels, tuple(layer.kernel_size), stride=tuple(layer.stride),
                           padding=conv_padding(layer), dilation=tuple(layer.dilation), bias=bias, arith=backend)
     else:
-        from dnn.approx_mult import ApproxConv2d, ApproxLinear
+        from dnn.layers.mult_layers import ApproxConv2d, ApproxLinear
         if isinstance(layer, nn.Linear):
             new = ApproxLinear(layer.in_features, layer.out_features, bias=bias, mult=backend)
         else:

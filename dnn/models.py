@@ -14,13 +14,13 @@ from circuits.errors import AxnetError
 
 def adder_conv(in_ch, out_ch, kernel_size, stride=1, padding=0):
     """An AdderNet 2-D layer (no bias: BatchNorm follows)."""
-    from dnn.adder2d import Adder2d
+    from dnn.layers.adder2d import Adder2d
     return Adder2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False)
 
 
 def adder_fc(in_features, out_features):
     """An AdderNet fully connected layer (no bias: BatchNorm follows)."""
-    from dnn.adder_linear import AdderLinear
+    from dnn.layers.adder_linear import AdderLinear
     return AdderLinear(in_features, out_features, bias=False)
 
 

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnn import Adder2d, AdderLinear, adaptive_lr_scale_
-from dnn import adder_ops, native_kernels
-from dnn.adder_ops import Geometry
+from dnn.kernels import adder_ops
+from dnn.kernels import native as native_kernels
+from dnn.kernels.adder_ops import Geometry
 
 NATIVE = [False, True] if native_kernels.available() else [False]
 
@@ -228,7 +229,7 @@ def test_layers_fall_back_to_torch_when_the_compiler_fails(tmp_path):
     import sys
     script = (
         "import torch\n"
-        "from dnn import Adder2d, native_kernels\n"
+        "from dnn import Adder2d\nfrom dnn.kernels import native as native_kernels\n"
         "assert not native_kernels.available()\n"
         "assert 'failed' in native_kernels.error(), native_kernels.error()\n"
         "torch.manual_seed(0)\n"

@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 from circuits.errors import AxnetError
 from circuits.generators import ripple_carry_adder
 from circuits.library import cell_truth_table
-from dnn import Adder2d, AdderLinear, CellAdder, ExactInt, LutAdder, native_kernels, parse_arith, set_arith
-from dnn.adder_ops import Geometry
-from dnn.arith import adder_view, lut_gather_sums, ripple_add, ripple_tables
-from dnn.quant import integer_range
+from dnn import Adder2d, AdderLinear, CellAdder, ExactInt, LutAdder, parse_arith, set_arith
+from dnn.kernels import native as native_kernels
+from dnn.kernels.adder_ops import Geometry
+from dnn.arith.cell_adder import ripple_add, ripple_tables
+from dnn.arith.lut_adder import adder_view, lut_gather_sums
+from dnn.arith.quant import integer_range
 from lutgen.formats import save_npz
 from lutgen.gradient import gradient_lut
 from lutgen.lut import Lut, build_lut

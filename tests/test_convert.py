@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from circuits.errors import AxnetError
-from dnn.adder2d import Adder2d
-from dnn.adder_linear import AdderLinear
+from dnn.layers.adder2d import Adder2d
+from dnn.layers.adder_linear import AdderLinear
 from dnn.approx_mult import ApproxConv2d, ApproxLinear, LutMultiplier
 from dnn.convert import convert, format_report
 from lutgen.formats import save_npz

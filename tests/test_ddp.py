@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dnn import training as T
+from dnn import workflow as T
 from dnn.data import load_mnist5k
 
 SETTINGS = dict(model="mnist-addernet", train_limit=64, test_limit=32, batch_size=16, epochs=1, augment=False,

@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from circuits.errors import AxnetError
-from dnn.adder2d import Adder2d, adder_layers
-from dnn.adder_linear import AdderLinear
+from dnn.layers.adder2d import Adder2d
+from dnn.layers.assign import adder_layers
+from dnn.layers.adder_linear import AdderLinear
 from dnn.models import MODELS, build_model, model_input, strip_module_prefix
 
 

@@ -5,7 +5,8 @@ import torch
 
 from circuits.errors import AxnetError
 from dnn import Adder2d, AdderLinear, ExactInt
-from dnn.quant import calibrate, group_clamp_weights_, kmeans_1d, layer_scale, ste_round
+from dnn.arith.quant import layer_scale, ste_round
+from dnn.layers.calibrate import calibrate, group_clamp_weights_, kmeans_1d
 
 
 def _net():

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
-from dnn.checkpoint import load_checkpoint
+from dnn.workflow.checkpoint import load_checkpoint
 
 AXNET = [sys.executable, "-c", "from cli import main; main()"]
 QUIET_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from circuits.errors import AxnetError
-from dnn import training as T
-from dnn.checkpoint import check_circuit, load_checkpoint, save_checkpoint
+from dnn import workflow as T
+from dnn.workflow.checkpoint import check_circuit, load_checkpoint, save_checkpoint
 from dnn.data import load_mnist5k
 
 TINY = dict(model="mnist-addernet", train_limit=64, test_limit=32, batch_size=16, epochs=1)

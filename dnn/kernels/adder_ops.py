@@ -2,7 +2,7 @@
 
 Everything is phrased as a 2-D "convolution" over an input (N, C, H, W) and weights (O, C, kh, kw); a linear layer is
 the 1x1 case. Each kernel has a plain-torch version that runs on any device (CPU or CUDA) and, on CPU, a compiled
-OpenMP version from `dnn.native_kernels` when it is available. The torch versions are also the slow references the
+OpenMP version from `dnn.kernels.native` when it is available. The torch versions are also the slow references the
 tests compare the compiled ones against.
 
 Kernels (K = C*kh*kw patch taps, L = output pixels, V = values an activation index can take):
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dnn import native_kernels
+from dnn.kernels import native as native_kernels
 
 CHUNK_ELEMENTS = 1 << 24  # temporaries of the torch paths stay below ~64 MB of float32
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dnn.adder2d import _rename_official_keys, adder_forward
-from dnn.adder_ops import Geometry
+from dnn.kernels.adder_ops import Geometry
+from dnn.layers.adder_function import _rename_official_keys, adder_forward
 
 _POINT = Geometry((1, 1))
 
@@ -20,7 +20,7 @@ class AdderLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.arith = arith
         self.register_buffer("scale", None)
-        self.register_buffer("clamp_bias", None)  # set by dnn.quant.group_clamp_weights_
+        self.register_buffer("clamp_bias", None)  # set by dnn.layers.calibrate.group_clamp_weights_
         self._register_load_state_dict_pre_hook(self._load_hook)
 
     def _load_hook(self, state_dict, prefix, *args):

@@ -1,0 +1,221 @@
+"""Approximate-multiplier layers: convolutions and linear layers whose products come from a multiplier LUT.
+
+Activations are the LUT's first operand (A) and weights its second (B), as in the AppMult work. Two quantization
+modes:
+
+- unsigned (AppMult): affine x = s_x (q_x - z_x), w = s_w (q_w - z_w) with q in [0, 2^n - 1]; then
+  sum_k x w = s_x s_w [sum_k AM(q_x, q_w) - z_w sum_k q_x - z_x sum_k q_w + K z_x z_w]. Only the q_x q_w product
+  goes through the approximate multiplier; the zero-point terms are exact.
+- signed (AdaPT): symmetric per-tensor scales, zero points 0, q in [-2^(n-1), 2^(n-1) - 1], the LUT read in two's
+  complement.
+
+The forward is exact to the LUT: the integer accumulation sum_k AM(q_x, q_w) is computed exactly (float32 partial
+sums kept below 2^24, accumulated in float64). The fast path folds the weights into per-position tables
+T[k, v, o] = AM(v, q_w[o, k]) and sums table rows with `embedding_bag`, never looping over elements in Python.
+Gradients are straight-through ("ste": the exact product's gradients) or read from gradient LUTs ("lut").
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from circuits.errors import AxnetError
+from dnn.arith.lut_multiplier import FLOAT32_EXACT
+from dnn.arith.mult_quant import check_finite, quant_params, quantize
+from dnn.kernels.mult_ops import lut_accumulate, lut_grad_a, lut_grad_b
+
+
+class LutProduct(torch.autograd.Function):
+    """sum_k AM(q_x[m, k], q_w[o, k]) over quantized values (float tensors holding integers), exact forward."""
+
+    @staticmethod
+    def forward(ctx, qx, qw, mult):
+        qmin_a, _ = mult.qrange(0)
+        qmin_b, _ = mult.qrange(1)
+        iw = (qw.detach() - qmin_b).to(torch.int64)
+        tables = mult.tables(qx.device)
+        acc = lut_accumulate(qx.detach(), iw, tables["values"], mult.max_abs, shift=-qmin_a)
+        ctx.mult = mult
+        ctx.dtypes = (qx.dtype, qw.dtype)
+        ctx.save_for_backward(qx.detach(), qw.detach())
+        return acc
+
+    @staticmethod
+    def backward(ctx, g):
+        qx, qw = ctx.saved_tensors
+        mult = ctx.mult
+        g = g.to(torch.float32)
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = gw = None
+        if mult.grad == "ste":
+            if need_x:
+                gx = g @ qw.to(torch.float32)
+            if need_w:
+                gw = g.t() @ qx.to(torch.float32)
+        else:
+            tables = mult.tables(qx.device)
+            shift = -mult.qrange(0)[0]
+            iw = (qw - mult.qrange(1)[0]).to(torch.int64)
+            if need_x:
+                gx = lut_grad_a(qx, iw, g, tables["grad_a"], shift)
+            if need_w:
+                gw = lut_grad_b(qx, iw, g, tables["grad_b"], shift)
+        gx = gx.to(ctx.dtypes[0]) if gx is not None else None
+        gw = gw.to(ctx.dtypes[1]) if gw is not None else None
+        return gx, gw, None
+
+
+class ApproxMixin:
+    """Quantization and LUT product shared by ApproxConv2d and ApproxLinear."""
+
+    def init_approx(self, mult):
+        """Set the multiplier and the calibrated activation range (NaN = dynamic, measured every forward)."""
+        self.mult = mult
+        self.register_buffer("act_range", torch.full((2,), float("nan")))
+        self.observer = None
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Accept plain Conv2d/Linear checkpoints, which have no act_range (the range stays dynamic)."""
+        key = prefix + "act_range"
+        if key not in state_dict:
+            state_dict = dict(state_dict)
+            state_dict[key] = torch.full((2,), float("nan"))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    @property
+    def calibrated(self):
+        """Whether a calibrated activation range is set (else the range is measured every forward)."""
+        return bool(torch.isfinite(self.act_range).all())
+
+    def input_range(self, x):
+        """(lo, hi) of the activations: calibrated, or this batch's min and max."""
+        if self.calibrated:
+            return self.act_range[0], self.act_range[1]
+        x = x.detach()
+        return x.min(), x.max()
+
+    def quantize_input(self, x):
+        """(q_x, s_x, z_x): x quantized for the multiplier's first operand."""
+        qmin, qmax = self.mult.qrange(0)
+        lo, hi = self.input_range(x)
+        scale, zero = quant_params(lo, hi, qmin, qmax, self.mult.mode)
+        return quantize(x, scale, zero, qmin, qmax), scale, zero
+
+    def quantize_weight(self):
+        """(q_w, s_w, z_w): the weight quantized for the multiplier's second operand.
+
+        s_w and z_w are 0-dim for per-tensor scales, or one entry per output channel (shape (O,)).
+        """
+        qmin, qmax = self.mult.qrange(1)
+        w = self.weight
+        flat = w.detach().reshape(w.shape[0], -1)
+        if self.mult.weights == "channel":
+            scale, zero = quant_params(flat.min(1).values, flat.max(1).values, qmin, qmax, self.mult.mode)
+            shape = (-1,) + (1,) * (w.dim() - 1)
+            return quantize(w, scale.view(shape), zero.view(shape), qmin, qmax), scale, zero
+        scale, zero = quant_params(flat.min(), flat.max(), qmin, qmax, self.mult.mode)
+        return quantize(w, scale, zero, qmin, qmax), scale, zero
+
+    def approx_matmul(self, cols, qw, s_x, z_x, s_w, z_w):
+        """s_x s_w [sum AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K)."""
+        K = cols.shape[1]
+        acc = LutProduct.apply(cols, qw, self.mult)
+        bound = K * max(abs(q) for q in self.mult.qrange(0) + self.mult.qrange(1))
+        wide = torch.float32 if bound <= FLOAT32_EXACT else torch.float64  # sums of integers stay exact
+        sum_x = cols.to(wide).sum(1, keepdim=True).to(torch.float64)
+        sum_w = qw.to(wide).sum(1).to(torch.float64)
+        z_x, z_w = z_x.to(torch.float64), z_w.to(torch.float64)
+        inner = acc - z_w * sum_x - z_x * sum_w + K * z_x * z_w
+        return inner * (s_x.to(torch.float64) * s_w.to(torch.float64))
+
+    def exact_or_observe(self, x):
+        """True when the layer runs as its float base class (no multiplier, or calibrating)."""
+        if self.observer is not None:
+            self.observer.update(x.detach())
+            return True
+        return self.mult is None or x.numel() == 0  # an empty batch has no range to quantize with
+
+
+def patches(padded, kernel_size, stride, dilation):
+    """im2col as one strided view and one copy: (N*Ho*Wo, C*kh*kw) rows, channel-major like F.unfold columns."""
+    padded = padded.contiguous()
+    N, C, H, W = padded.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    h_out = (H - dh * (kh - 1) - 1) // sh + 1
+    w_out = (W - dw * (kw - 1) - 1) // sw + 1
+    sN, sC, sH, sW = padded.stride()
+    view = padded.as_strided((N, h_out, w_out, C, kh, kw), (sN, sH * sh, sW * sw, sC, sH * dh, sW * dw))
+    return view.reshape(N * h_out * w_out, C * kh * kw), h_out, w_out
+
+
+class ApproxConv2d(ApproxMixin, nn.Conv2d):
+    """nn.Conv2d whose products come from `mult` (a LutMultiplier); with mult=None a plain nn.Conv2d."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, mult=None):
+        if isinstance(padding, str):
+            raise AxnetError(f"ApproxConv2d padding '{padding}': give the padding as numbers")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, bias=bias)
+        self.init_approx(mult)
+
+    def forward(self, x):
+        if self.exact_or_observe(x):
+            return super().forward(x)
+        check_finite(x, "input", self)
+        check_finite(self.weight, "weight", self)
+        qx, s_x, z_x = self.quantize_input(x)
+        qw, s_w, z_w = self.quantize_weight()
+        ph, pw = self.padding
+        # pad with the zero point: the padded taps are exactly x = 0, as in a float convolution
+        padded = F.pad(qx - z_x, (pw, pw, ph, ph)) + z_x
+        cols, h_out, w_out = patches(padded, self.kernel_size, self.stride, self.dilation)  # (N*L, C*kh*kw)
+        N = x.shape[0]
+        G = self.groups
+        Kg = cols.shape[1] // G
+        Og = self.out_channels // G
+        outs = []
+        for g in range(G):
+            wg = qw[g * Og:(g + 1) * Og].reshape(Og, Kg)
+            sg, zg = (s_w, z_w) if s_w.dim() == 0 else (s_w[g * Og:(g + 1) * Og], z_w[g * Og:(g + 1) * Og])
+            y = self.approx_matmul(cols[:, g * Kg:(g + 1) * Kg], wg, s_x, z_x, sg, zg)
+            outs.append(y.reshape(N, h_out * w_out, Og).transpose(1, 2))
+        y = torch.cat(outs, 1).to(x.dtype).reshape(N, self.out_channels, h_out, w_out)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self):
+        text = super().extra_repr()
+        return text + (f", mult={self.mult.describe()}" if self.mult is not None else "")
+
+
+class ApproxLinear(ApproxMixin, nn.Linear):
+    """nn.Linear whose products come from `mult` (a LutMultiplier); with mult=None a plain nn.Linear."""
+
+    def __init__(self, in_features, out_features, bias=True, mult=None):
+        super().__init__(in_features, out_features, bias=bias)
+        self.init_approx(mult)
+
+    def forward(self, x):
+        if self.exact_or_observe(x):
+            return super().forward(x)
+        check_finite(x, "input", self)
+        check_finite(self.weight, "weight", self)
+        if x.shape[-1] != self.in_features:
+            raise AxnetError(f"ApproxLinear({self.extra_repr()}): input has {x.shape[-1]} features, "
+                             f"expected {self.in_features}")
+        qx, s_x, z_x = self.quantize_input(x.reshape(-1, self.in_features))
+        qw, s_w, z_w = self.quantize_weight()
+        y = self.approx_matmul(qx, qw, s_x, z_x, s_w, z_w).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self):
+        text = super().extra_repr()
+        return text + (f", mult={self.mult.describe()}" if self.mult is not None else "")
+

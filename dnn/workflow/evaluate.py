@@ -1,0 +1,39 @@
+"""`axnet eval`: the accuracy of a checkpoint under one or more arithmetics."""
+from __future__ import annotations
+
+import time
+
+
+from dnn.workflow.checkpoint import load_checkpoint
+from dnn.data import load_data
+from dnn.workflow.distributed import default_device
+from dnn.workflow.loop import evaluate
+from dnn.workflow.prepare import arith_label, check_model_data, model_from_checkpoint, parse_arith_text, prepare_arith
+from dnn.workflow.train import TrainConfig
+
+def data_for_checkpoint(ckpt, data_spec=None, test_limit=0, train_limit=0):
+    """The data a checkpoint was trained on, or the one given."""
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    spec = data_spec or cfg.data
+    data = load_data(spec).subset(train_limit or cfg.train_limit or None, test_limit or cfg.test_limit or None)
+    check_model_data(ckpt["model"], data)
+    return data
+
+
+def accuracy_under(model, arith, data, device, show=False, desc="eval"):
+    """Test accuracy of `model` with every adder layer on `arith` (None = float)."""
+    prepare_arith(model, arith, data, device)
+    return evaluate(model, data.test_x, data.test_y, device=device, show=show, desc=desc)[1]
+
+
+def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0, show=True):
+    """Accuracy of a checkpoint under one arithmetic: a dict for the CLI table or --json."""
+    ckpt = load_checkpoint(ckpt_path)
+    arith = parse_arith_text(arith_text)
+    data = data_for_checkpoint(ckpt, data_spec, test_limit)
+    device = default_device()
+    model = model_from_checkpoint(ckpt).to(device)
+    t0 = time.perf_counter()
+    acc = accuracy_under(model, arith, data, device, show=show)
+    return {"checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
+            "arith": arith_label(arith), "accuracy": acc, "seconds": time.perf_counter() - t0}

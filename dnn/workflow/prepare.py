@@ -1,0 +1,92 @@
+"""Models and arithmetic for a run: rebuild a model from a checkpoint, put a back-end on its layers, calibrate."""
+from __future__ import annotations
+
+
+
+from circuits.errors import AxnetError
+from dnn.models import build_model, model_input, strip_module_prefix
+
+def adaptive_scale(model, eta):
+    """The AdderNet adaptive learning-rate step on every adder layer (no-op for a model without adder layers)."""
+    from dnn.layers.assign import adaptive_lr_scale_
+    adaptive_lr_scale_(model, eta)
+
+
+def set_model_arith(model, arith):
+    """Give every adder layer of `model` the back-end `arith` (None = float); returns how many layers."""
+    from dnn.layers.assign import set_arith
+    return set_arith(model, arith)
+
+
+def parse_arith_text(text):
+    """`float` -> None, anything else through `dnn.arith.parse_arith` (errors name --arith)."""
+    from dnn.arith.spec import parse_arith
+    return None if text is None else parse_arith(text)
+
+
+def arith_label(arith):
+    """One-line description of a back-end (float for None)."""
+    return "float" if arith is None else arith.describe()
+
+
+def arith_sha(arith):
+    """The circuit sha256 of a back-end, or None."""
+    return None if arith is None else getattr(arith, "sha256", None)
+
+
+def check_model_data(model_name, data):
+    """Refuse a model that expects other images than the data set holds, naming both options."""
+    channels, side = model_input(model_name)
+    have = tuple(data.train_x.shape[1:])
+    if have != (channels, side, side):
+        raise AxnetError(f"--model {model_name} expects {channels}x{side}x{side} images but --data {data.name} "
+                         f"holds {'x'.join(map(str, have))}")
+
+
+def load_model_state(model, state):
+    """Load weights into `model`; quantization scale buffers absent on either side are tolerated."""
+    state = strip_module_prefix(dict(state))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in list(missing) + list(unexpected) if not k.endswith("scale")]
+    if bad:
+        raise AxnetError(f"checkpoint does not fit the model: {len(bad)} mismatched entries, e.g. {bad[0]}")
+    for key in unexpected:  # a calibrated scale on a layer whose buffer is still None
+        owner, _, name = key.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        module.register_buffer(name, state[key].clone())
+
+
+def model_from_checkpoint(ckpt):
+    """A model rebuilt from a checkpoint's model name and weights."""
+    model = build_model(ckpt["model"], **ckpt.get("model_kwargs", {}))
+    load_model_state(model, ckpt["state_dict"])
+    return model
+
+
+def cpu_state(model):
+    """A model's state dict as detached CPU tensors (what checkpoints hold)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def calibrate_model(model, data, device, batches=8, batch_size=256, percentile=99.9):
+    """Fix each adder layer's quantization scale the AdderQuant way: the activation range is the `percentile` of
+    |x| over a few training batches, and filters with larger weights are clamped to it with an exact bias
+    correction (dnn.layers.calibrate.group_clamp_weights_). Scaling by max |W| instead would waste the integer range on a
+    few large weights (AdderNet weights grow under the adaptive learning rate) and cost many points at 8 bits."""
+    from dnn.layers.assign import adder_layers
+    from dnn.layers.calibrate import calibrate, group_clamp_weights_
+    xs = [data.train_x[i:i + batch_size].to(device) for i in range(0, batch_size * batches, batch_size)
+          if i < len(data.train_x)]
+    calibrate(model, xs, method="percentile", percentile=percentile, include_weights=False)
+    for layer in adder_layers(model):
+        group_clamp_weights_(layer, float(layer.scale))
+
+
+def prepare_arith(model, arith, data, device, calibrate=True):
+    """Put `arith` on every adder layer and, for a quantized back-end, calibrate the scales on training data."""
+    n = set_model_arith(model, arith)
+    if arith is not None and n == 0:
+        raise AxnetError(f"--arith {arith_label(arith)}: the model has no adder layers to run it on")
+    if arith is not None and calibrate:
+        calibrate_model(model, data, device)
+    return n

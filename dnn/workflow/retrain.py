@@ -1,0 +1,140 @@
+"""`axnet retrain`: approximation-aware retraining through a circuit, gradient LUTs against STE, over seeds."""
+from __future__ import annotations
+
+import os
+import statistics
+
+
+from circuits.errors import AxnetError
+from circuits.files import file_sha256
+from dnn.workflow.checkpoint import check_circuit, load_checkpoint
+from lutgen.files import atomic_write
+from dnn.workflow.distributed import DistContext, default_device
+from dnn.workflow.evaluate import accuracy_under, data_for_checkpoint
+from dnn.workflow.loop import evaluate, reestimate_batchnorm
+from dnn.workflow.prepare import arith_label, model_from_checkpoint
+from dnn.workflow.train import TrainConfig, run_training, write_json
+
+def load_circuit_lut(path):
+    """A Lut from a BLIF netlist (simulated exhaustively, as `axnet simulate` does) or a LUT file (.npz etc.)."""
+    if not os.path.isfile(path):
+        raise AxnetError("--circuit: file not found", path=path)
+    if path.endswith(".blif"):
+        from circuits.blif import read_blif
+        from lutgen.lut import build_lut
+        return build_lut(read_blif(path), sha256=file_sha256(path))
+    from lutgen.formats import load_lut
+    return load_lut(path)
+
+
+def lut_width(lut):
+    """The operand width n of an adder LUT (both operands must have it)."""
+    widths = {w for _, w in lut.operands}
+    if len(lut.operands) != 2 or len(widths) != 1:
+        raise AxnetError(f"--circuit: expected an adder with two equal-width operands, found {lut.operands}")
+    return widths.pop()
+
+
+RETRAIN_DEFAULTS = dict(lr=0.01, batch_size=64)  # retraining keeps the AdderNet recipe: SGD + adaptive scaling
+
+
+def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, compare_ste=False, out_dir="runs/retrain",
+                lr=None, batch_size=None, seed=0, data_spec=None, train_limit=0, test_limit=0, show=True,
+                resume=False, seeds=1):
+    """Approximation-aware retraining from a float checkpoint; returns the table rows (also written as JSON/md).
+
+    Rows: float, quantized exact (ExactInt(n) for an n-bit LUT adder), the circuit before retraining, after
+    retraining with `grad`, and with `compare_ste` after STE retraining from the same start. With `seeds` > 1 each
+    retraining runs with seeds seed, seed+1, ... from the same checkpoint and its row gives the mean, the standard
+    deviation and every seed's accuracy: a difference of a few digits between two methods is run-to-run noise."""
+    from dnn.arith import ExactInt, LutAdder
+    if grad not in ("lut", "ste"):
+        raise AxnetError(f"--grad '{grad}': expected lut or ste")
+    if seeds < 1:
+        raise AxnetError(f"--seeds {seeds}: expected at least 1 retraining run per method")
+    ckpt = load_checkpoint(ckpt_path)
+    lut = load_circuit_lut(circuit)
+    n = lut_width(lut)
+    if grad == "lut" and half_window is None and lut.grads is None:
+        raise AxnetError("--grad lut needs --half-window W (or a gradient LUT file from `axnet gradlut`)")
+    before = LutAdder(lut, grad="ste")
+    check_circuit(ckpt, before.sha256, ckpt_path, "retrain")
+    data = data_for_checkpoint(ckpt, data_spec, test_limit, train_limit)
+    device = default_device()
+    rows = []
+    for name, arith in (("float", None), (f"quantized exact ({n}-bit)", ExactInt(n)),
+                        ("circuit, before retraining", before)):
+        # a fresh model per row, as `axnet eval` does: calibration clamps weights and adds clamp biases, so a model
+        # calibrated for one back-end and then again for another is not what either row means (and scored 36%
+        # instead of 72.6% under the circuit on runs/demo/float)
+        model = model_from_checkpoint(ckpt).to(device)
+        rows.append({"row": name, "arith": arith_label(arith), "accuracy": accuracy_under(model, arith, data, device),
+                     "epochs": 0, "seconds": 0.0})
+    # how much of the recovery is only BatchNorm statistics: re-estimate them through the circuit, no training
+    reestimate_batchnorm(model, data.train_x, DistContext(device=device))
+    rows.append({"row": "circuit, BatchNorm re-estimated only", "arith": arith_label(before),
+                 "accuracy": evaluate(model, data.test_x, data.test_y, device=device)[1], "epochs": 0,
+                 "seconds": 0.0})
+    base_cfg = TrainConfig.from_dict(ckpt["config"])
+    stages = [grad] + (["ste"] if compare_ste and grad != "ste" else [])
+    run_seeds = list(range(seed, seed + seeds))
+    for g in stages:
+        arith = LutAdder(lut, grad=g, half_window=half_window if g == "lut" else None)
+        accs, seconds, checkpoints = [], [], []
+        for s in run_seeds:
+            cfg = TrainConfig(model=ckpt["model"], data=data_spec or base_cfg.data, epochs=epochs,
+                              batch_size=batch_size or RETRAIN_DEFAULTS["batch_size"],
+                              lr=lr or RETRAIN_DEFAULTS["lr"], optimizer="sgd", seed=s, augment=base_cfg.augment,
+                              save_every=max(epochs, 1), train_limit=train_limit or base_cfg.train_limit,
+                              test_limit=test_limit or base_cfg.test_limit)
+            # one seed keeps the plain directory name that single runs have always had
+            stage_dir = os.path.join(out_dir, f"retrain_{g}" if seeds == 1 else f"retrain_{g}_seed{s}")
+            extra = {"retrained_from": str(ckpt_path), "grad": g, "half_window": half_window}
+            summary = run_training(cfg, stage_dir,
+                                   resume=resume and os.path.isfile(os.path.join(stage_dir, "last.pt")),
+                                   arith=arith, init_state=ckpt["state_dict"], extra=extra, show=show, data=data,
+                                   title=f"{ckpt['model']} on {data.name} ({arith_label(arith)}), seed {s}")
+            accs.append(summary["final_test_acc"])  # the retrained model, with the scales it was trained with
+            seconds.append(summary["train_seconds"])
+            checkpoints.append(os.path.join(stage_dir, "last.pt"))
+        label = "after retraining, gradient LUT" if g == "lut" else "after retraining, STE"
+        row = {"row": label, "arith": arith_label(arith), "accuracy": statistics.fmean(accs), "epochs": epochs,
+               "seconds": statistics.fmean(seconds), "checkpoint": checkpoints[0]}
+        if seeds > 1:
+            row.update(seeds=run_seeds, per_seed=accs, std=statistics.stdev(accs), checkpoints=checkpoints)
+        rows.append(row)
+    result = {"checkpoint": str(ckpt_path), "circuit": str(circuit), "circuit_sha256": before.sha256,
+              "model": ckpt["model"], "data": data.name, "images": len(data.test_x), "rows": rows}
+    if seeds > 1 and len(stages) == 2:
+        lut_row, ste_row = rows[-2], rows[-1]
+        diffs = [a - b for a, b in zip(lut_row["per_seed"], ste_row["per_seed"])]
+        result["lut_minus_ste"] = {"per_seed": diffs, "mean": statistics.fmean(diffs),
+                                   "seeds_lut_at_or_above": sum(d >= 0 for d in diffs)}
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(result, os.path.join(out_dir, "retrain.json"))
+    with atomic_write(os.path.join(out_dir, "retrain.md"), "w") as f:
+        f.write(markdown_table(result))
+    return result
+
+
+def markdown_table(result):
+    """The retraining table as markdown, one row per arithmetic / stage (mean +- std over seeds where several ran)."""
+    lines = [f"Model `{result['model']}` on {result['data']} ({result['images']} test images), "
+             f"circuit `{os.path.basename(result['circuit'])}`", "",
+             "| network | arithmetic | accuracy (%) | retraining epochs | seconds |", "|---|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        acc = f"{r['accuracy']:.2f}"
+        if "per_seed" in r:
+            acc += f" ± {r['std']:.2f} ({', '.join(f'{a:.1f}' for a in r['per_seed'])})"
+        lines.append(f"| {r['row']} | {r['arith']} | {acc} | {r['epochs']} | {r['seconds']:.1f} |")
+    seeded = [r for r in result["rows"] if "seeds" in r]
+    if seeded:
+        s = seeded[0]["seeds"]
+        lines += ["", f"Retraining rows: mean ± standard deviation over seeds {s[0]}-{s[-1]} "
+                      f"(each seed's accuracy in brackets), seconds per run."]
+    diff = result.get("lut_minus_ste")
+    if diff:
+        lines.append(f"Gradient LUT minus STE, seed by seed: {', '.join(f'{d:+.1f}' for d in diff['per_seed'])} "
+                     f"(mean {diff['mean']:+.2f}; at or above STE with {diff['seeds_lut_at_or_above']} of "
+                     f"{len(diff['per_seed'])} seeds).")
+    return "\n".join(lines) + "\n"
