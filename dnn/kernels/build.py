@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -19,8 +20,14 @@ from pathlib import Path
 __all__ = ["load", "available", "error", "sources", "CSRC"]
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-KERNELS = ("l1_forward_f32", "l1_input_grad_f32", "table_forward_f32", "table_backward_f32", "cell_forward_i64",
-           "cell_small_forward", "pad_planes_32", "l1_grad_rows")
+
+
+def kernel_names():
+    """Every exported (non-static) void function of the C sources: the kernels ctypes may call."""
+    names = []
+    for path in sources():
+        names += re.findall(r"^void\s+(\w+)\s*\(", path.read_text(), flags=re.MULTILINE)
+    return names
 
 
 def sources():
@@ -89,7 +96,7 @@ def load():
     except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         _STATE["error"] = str(exc)
         return None
-    for name in KERNELS:
+    for name in kernel_names():
         getattr(lib, name).restype = None
     _STATE["lib"] = lib
     return lib
