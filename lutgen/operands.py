@@ -88,11 +88,17 @@ def group_operands(inputs, widths=None):
 
 
 def parse_widths(text):
-    """'8,8,1' -> [8, 8, 1]; a one-line AxnetError naming --operands otherwise."""
-    try:
-        widths = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise AxnetError(f"--operands '{text}': expected comma-separated widths such as 8,8 or 8,8,1") from None
-    if not widths:
+    """'8,8,1' -> [8, 8, 1]; a one-line AxnetError naming --operands for an empty field ('8,,8'), a non-number or
+    a width below 1."""
+    fields = [t.strip() for t in text.split(",")]
+    if not text.strip():
         raise AxnetError(f"--operands '{text}': no widths given")
+    if "" in fields:
+        raise AxnetError(f"--operands '{text}': empty width at position {fields.index('') + 1}; expected "
+                         "comma-separated widths such as 8,8 or 8,8,1")
+    if not all(t.isascii() and t.isdigit() for t in fields):
+        raise AxnetError(f"--operands '{text}': expected comma-separated widths such as 8,8 or 8,8,1")
+    widths = [int(t) for t in fields]
+    if any(w < 1 for w in widths):
+        raise AxnetError(f"--operands '{text}': every width must be at least 1")
     return widths

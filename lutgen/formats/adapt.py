@@ -16,6 +16,7 @@ from circuits.errors import AxnetError
 from lutgen.files import atomic_write
 from lutgen.formats.common import AXNET_VERSION, read_text_lines, value_range
 from lutgen.lut import MAX_OUTPUT_BITS, Lut
+from lutgen.reference import lut_reference
 
 _ADAPT_DECL = re.compile(r"(?:\b(\w+)\s+)?\b(\w+)\s*\[\s*256\s*\]\s*\[\s*256\s*\]\s*=\s*\{")
 _ADAPT_TOKEN = re.compile(r"\s*(?:(//[^\n]*|/\*.*?\*/)|([{},])|([-+]?\s*(?:0[xX][0-9a-fA-F]+|\d+))|(;)|(\S))", re.S)
@@ -33,12 +34,6 @@ def check_adapt_shape(lut):
                          f"lut[256][256]); this one is {kind} over {', '.join(f'{n}:{w}' for n, w in lut.operands)}")
     if lut.table.min() < -32768 or lut.table.max() > 32767:
         raise AxnetError("--format adapt: a result does not fit AdaPT's int16_t entries")
-
-
-def lut_reference(lut):
-    """The exact operation the LUT says it approximates ('add', 'sub', 'mul'), or None."""
-    ref = (lut.grad_meta or {}).get("reference") or lut.extra.get("reference")
-    return ref if ref in ("add", "sub", "mul") else None
 
 
 def write_adapt_header(lut, path):
