@@ -14,19 +14,23 @@ Ignored on purpose (they carry no logic): timing and load directives (`.default_
 `.output_required`, `.area`, `.delay`, `.wire_load_slope` and relatives), `.clock`, and the Yosys attribute
 directives `.attr`, `.param`, `.cname`.
 
-A net that is read but never driven is an error by default. With `undriven="zero"` it is tied to constant 0 and a
-`BlifWarning` is issued through `warnings.warn` (one per net), which the CLI can catch and print.
+Undriven nets that reach no output (Yosys leaves buffers reading them when a design is not purged) are dead logic:
+it is dropped, with one `BlifWarning` saying how many nets. An undriven net inside an output's cone is an error by
+default; with `undriven="zero"` it is tied to constant 0 and a `BlifWarning` is issued (one per net). The CLI
+catches the warnings and prints them.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from circuits.blif_write import blif_text, write_blif  # the writer, re-exported beside the reader
 from circuits.errors import AxnetError
-from circuits.files import atomic_write, read_text
+from circuits.files import read_text
 from circuits.netlist import Netlist, Node
+
+__all__ = ["BlifWarning", "parse_blif", "read_blif", "write_blif", "blif_text", "output_cone"]
 
 
 class BlifWarning(UserWarning):
@@ -259,7 +263,7 @@ def _node_from_cover(name, cover):
 # -- flattening -----------------------------------------------------------------------------------------------------
 
 class _Flattener:
-    """Instantiates the top model and, recursively, every `.subckt` into one flat set of nodes."""
+    """Instantiates the top model and every `.subckt` below it (at any depth) into one flat set of nodes."""
 
     def __init__(self, models, source):
         self.models = {m.name: m for m in models}
@@ -290,17 +294,37 @@ class _Flattener:
         self.lines[name] = line
 
     def flatten(self, top, primary_inputs):
-        """Add all nodes of `top`, whose nets keep their own names."""
+        """Add all nodes of `top`, whose nets keep their own names.
+
+        Depth first with an explicit stack rather than recursion, so a hierarchy thousands of levels deep works.
+        """
         self.used_names.update(primary_inputs)  # top-level nets keep their names, so reserve them first
         self.used_names.update(top.outputs)
         self.used_names.update(c.output for c in top.covers)
         self.used_names.update(f for c in top.covers for f in c.fanins)
         self.used_names.update(a for _, pairs, _ in top.subckts for _, a in pairs)
         self.used_names.update(YOSYS_CONSTANTS)
-        self.expand(top, {}, None, [top.name], set(primary_inputs))
+        primary_inputs = set(primary_inputs)
+        chain = [top.name]  # models on the way from the top to the instance being expanded
+        on_chain = {top.name}  # the same as a set: a model appears on the chain at most once (no recursion)
+        frames = [(self.expand(top, {}, None, primary_inputs), iter(top.subckts))]
+        while frames:
+            net, subckts = frames[-1]
+            item = next(subckts, None)
+            if item is None:
+                frames.pop()
+                on_chain.discard(chain.pop())
+                continue
+            sub, bound, prefix = self.bind_subckt(*item, net, chain, on_chain, primary_inputs)
+            chain.append(sub.name)
+            on_chain.add(sub.name)
+            frames.append((self.expand(sub, bound, prefix, primary_inputs), iter(sub.subckts)))
 
-    def expand(self, model, bound, prefix, stack, primary_inputs):
-        """Add `model`'s nodes; `bound` maps its port nets to parent nets, other nets get `prefix` names."""
+    def expand(self, model, bound, prefix, primary_inputs):
+        """Add `model`'s own nodes; `bound` maps its port nets to parent nets, other nets get `prefix` names.
+
+        Returns the instance's net-naming function, which its `.subckt` connections are resolved with.
+        """
         local = dict(bound)
 
         def net(name):
@@ -314,16 +338,16 @@ class _Flattener:
             node = _node_from_cover(net(cover.output), cover)
             node = Node(node.name, tuple(net(f) for f in node.fanins), node.cubes, node.polarity)
             self.add(node, cover.line, primary_inputs)
-        for sub_name, pairs, line in model.subckts:
-            self.expand_subckt(sub_name, pairs, line, net, stack, primary_inputs)
+        return net
 
-    def expand_subckt(self, sub_name, pairs, line, net, stack, primary_inputs):
+    def bind_subckt(self, sub_name, pairs, line, net, chain, on_chain, primary_inputs):
+        """(model, port bindings, net prefix) of one `.subckt` instance, its connections checked."""
         sub = self.models.get(sub_name)
         if sub is None:
             raise AxnetError(f".subckt refers to unknown model '{sub_name}'", path=self.source, line=line)
-        if sub_name in stack:
-            chain = " -> ".join(stack + [sub_name])
-            raise AxnetError(f"recursive .subckt: {chain}", path=self.source, line=line)
+        if sub_name in on_chain:
+            trail = " -> ".join(chain + [sub_name])
+            raise AxnetError(f"recursive .subckt: {trail}", path=self.source, line=line)
         ports_in, ports_out = set(sub.inputs), set(sub.outputs)
         self.instances += 1
         prefix = f"{sub_name}_{self.instances}/"
@@ -343,7 +367,7 @@ class _Flattener:
         for formal in sub.inputs:
             if formal not in bound:  # an unconnected input reads an undriven net, caught later
                 bound[formal] = self.unique(prefix + formal)
-        self.expand(sub, bound, prefix, stack + [sub_name], primary_inputs)
+        return sub, bound, prefix
 
 
 # -- public API -----------------------------------------------------------------------------------------------------
@@ -374,12 +398,15 @@ def parse_blif(text, source="<string>", top=None, undriven="error"):
 
 
 def _tie_undriven(netlist, undriven, source, lines, output_lines):
-    """Drive Yosys constant nets, and with undriven="zero" every other undriven net, by constant nodes."""
+    """Drive Yosys constant nets by constants, drop dead logic hanging off undriven nets, and with undriven="zero"
+    tie every other undriven net to 0; otherwise an undriven net inside an output's cone is an AxnetError."""
     for name in netlist.undriven():
         if name in YOSYS_CONSTANTS:
             value = YOSYS_CONSTANTS[name]
             netlist.nodes[name] = Node(name, (), ("",) if value else (), 1)
-        elif undriven == "zero":
+    _drop_dead_undriven(netlist, source)
+    for name in netlist.undriven():
+        if undriven == "zero":
             warnings.warn(f"{source}: net '{name}' is used but never driven; tied to constant 0", BlifWarning,
                           stacklevel=3)
             netlist.nodes[name] = Node(name, (), (), 1)
@@ -387,6 +414,42 @@ def _tie_undriven(netlist, undriven, source, lines, output_lines):
             reader = _first_reader(netlist, name, lines) or output_lines.get((".outputs", name))
             raise AxnetError(f"net '{name}' is used but never driven (pass undriven='zero', or --undriven zero "
                              "on the command line, to tie undriven nets to 0)", path=source, line=reader)
+
+
+def output_cone(netlist):
+    """Every net some output depends on: the outputs and, transitively, the fanins of their drivers."""
+    seen, todo = set(netlist.outputs), list(netlist.outputs)
+    while todo:
+        node = netlist.nodes.get(todo.pop())
+        for f in node.fanins if node else ():
+            if f not in seen:
+                seen.add(f)
+                todo.append(f)
+    return seen
+
+
+def _drop_dead_undriven(netlist, source):
+    """Remove the logic that reads undriven nets but reaches no output (Yosys leaves such buffers when a design
+    is not purged), with one BlifWarning saying how many nets; undriven nets in an output's cone are left alone."""
+    cone = output_cone(netlist)
+    dead = [n for n in netlist.undriven() if n not in cone]
+    if not dead:
+        return
+    readers = {}
+    for node in netlist.nodes.values():
+        for f in node.fanins:
+            readers.setdefault(f, []).append(node.name)
+    doomed, todo = set(), list(dead)
+    while todo:  # everything downstream of a dead undriven net is dead too: a live node has only live fanins
+        for r in readers.get(todo.pop(), ()):
+            if r not in doomed:
+                doomed.add(r)
+                todo.append(r)
+    for name in doomed:
+        del netlist.nodes[name]
+    nets = "net" if len(dead) == 1 else "nets"
+    warnings.warn(f"{source}: {len(dead)} undriven {nets} (e.g. '{dead[0]}') feed only logic that reaches no "
+                  f"output; dropped that dead logic ({len(doomed)} nodes)", BlifWarning, stacklevel=4)
 
 
 def _first_reader(netlist, name, lines):
@@ -399,60 +462,3 @@ def read_blif(path, top=None, undriven="error"):
     """Read a BLIF file into one flat, checked Netlist (see parse_blif for `top` and `undriven`)."""
     text = read_text(path, "BLIF file")
     return parse_blif(text, source=str(path), top=top, undriven=undriven)
-
-
-# -- writing --------------------------------------------------------------------------------------------------------
-
-_BAD_NAME = re.compile(r"[\s#=\\]")
-
-
-def _check_name(name, what):
-    """Refuse names BLIF cannot carry: empty, whitespace, '#', '=', backslash, or a leading '.'."""
-    if not name or _BAD_NAME.search(name) or name.startswith("."):
-        raise AxnetError(f"{what} '{name}' cannot be written to BLIF (empty, or contains whitespace, '#', '=', "
-                         "'\\' or a leading '.'); rename it first")
-
-
-def _wrap(directive, names, width=100):
-    """`.inputs a b c ...` split over continuation lines no wider than about `width` characters."""
-    lines, current = [], directive
-    for name in names:
-        if len(current) + 1 + len(name) > width and current != directive:
-            lines.append(current + " \\")
-            current = " "
-        current += " " + name
-    lines.append(current)
-    return "\n".join(lines)
-
-
-def _node_text(node):
-    """The `.names` block for one node; a constant-1 node with fanins is written as one all-don't-care cube."""
-    head = ".names " + " ".join(list(node.fanins) + [node.name])
-    n = len(node.fanins)
-    if not node.cubes:
-        if node.polarity:  # constant 0: no cubes
-            return head
-        return head + "\n" + "-" * n + (" 1" if n else "1")
-    value = str(node.polarity)
-    rows = [(cube + " " + value) if n else value for cube in node.cubes]
-    return head + "\n" + "\n".join(rows)
-
-
-def blif_text(netlist):
-    """The netlist as flat BLIF text (nodes in topological order)."""
-    _check_name(netlist.name, "model name")
-    for name in list(netlist.inputs) + list(netlist.outputs) + list(netlist.nodes):
-        _check_name(name, "net")
-    parts = ["# written by axnet", f".model {netlist.name}", _wrap(".inputs", netlist.inputs),
-             _wrap(".outputs", netlist.outputs)]
-    parts += [_node_text(netlist.nodes[name]) for name in netlist.topological_order()]
-    parts.append(".end")
-    return "\n".join(parts) + "\n"
-
-
-def write_blif(netlist, path):
-    """Write the netlist as flat BLIF, atomically (a failed write leaves no partial file)."""
-    netlist.check()
-    text = blif_text(netlist)
-    with atomic_write(path) as f:
-        f.write(text)

@@ -228,6 +228,56 @@ def test_undriven_net_is_an_error_or_tied_to_zero_with_a_warning():
     assert [netlist.evaluate_int(p) for p in range(2)] == [0, 0]
 
 
+def test_dead_logic_on_undriven_nets_is_dropped_with_one_warning():
+    # as Yosys writes cell-instance Verilog without opt_clean -purge: buffers read undriven nets and drive nothing
+    text = (".model m\n.inputs a b\n.outputs y\n.names a b y\n11 1\n"
+            ".names n112.A n112.Y\n1 1\n.names n113.A n113.Y\n1 1\n.names n113.Y b dead2\n11 1\n.end\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        netlist = parse_blif(text, source="y.blif")
+    messages = [str(w.message) for w in caught if issubclass(w.category, BlifWarning)]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert messages[0].startswith("y.blif: 2 undriven nets") and "3 nodes" in messages[0]
+    assert sorted(netlist.nodes) == ["y"] and [netlist.evaluate_int(p) for p in range(4)] == [0, 0, 0, 1]
+    with warnings.catch_warnings(record=True) as caught:  # the same with undriven="zero": dropped, not tied
+        warnings.simplefilter("always")
+        assert sorted(parse_blif(text, source="y.blif", undriven="zero").nodes) == ["y"]
+    assert len(caught) == 1
+
+
+def test_undriven_net_inside_an_output_cone_is_still_refused_next_to_dead_logic():
+    text = (".model m\n.inputs a\n.outputs y\n.names a t y\n11 1\n.names ghost t\n1 1\n"
+            ".names dead.A dead.Y\n1 1\n.end\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(AxnetError, match=r"^u\.blif:6: net 'ghost' is used but never driven"):
+            parse_blif(text, source="u.blif")
+        netlist = parse_blif(text, source="u.blif", undriven="zero")
+    assert "dead.Y" not in netlist.nodes and netlist.nodes["ghost"] == Node("ghost", (), (), 1)
+
+
+def test_dead_logic_without_undriven_nets_is_kept_and_silent():
+    text = ".model m\n.inputs a\n.outputs y\n.names a y\n1 1\n.names a spare\n0 1\n.end\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sorted(parse_blif(text).nodes) == ["spare", "y"]
+
+
+def test_subckt_hierarchy_five_thousand_levels_deep_flattens():
+    depth = 5000
+    parts = [".model m0\n.inputs a\n.outputs y\n.subckt m1 x=a y=y\n.end"]
+    for k in range(1, depth):
+        parts.append(f".model m{k}\n.inputs x\n.outputs y\n.subckt m{k + 1} x=x y=t\n.names t y\n1 1\n.end")
+    parts.append(f".model m{depth}\n.inputs x\n.outputs y\n.names x y\n0 1\n.end")
+    netlist = parse_blif("\n".join(parts) + "\n", source="deep.blif")
+    assert len(netlist.nodes) == depth and netlist.depth() == depth
+    assert [netlist.evaluate_int(p) for p in range(2)] == [1, 0]
+    # recursion is still found at depth, and named by its chain
+    looped = "\n".join(parts[:-1] + [f".model m{depth}\n.inputs x\n.outputs y\n.subckt m3 x=x y=y\n.end"])
+    with pytest.raises(AxnetError, match=rf"recursive .subckt: m0 -> m1 -> .* -> m{depth} -> m3"):
+        parse_blif(looped + "\n", source="deep.blif")
+
+
 def test_yosys_constants_do_not_warn():
     text = ".model m\n.inputs a\n.outputs y\n.names a $true y\n11 1\n.end\n"
     with warnings.catch_warnings():
