@@ -114,6 +114,7 @@ class _Parser:
         self.text = text
         self.source = source
         self.models: list[_Model] = []
+        self.model_lines: dict[str, int] = {}  # model name -> line of its .model
         self.model: _Model | None = None
         self.cover: _Cover | None = None
 
@@ -181,8 +182,9 @@ class _Parser:
     def start_model(self, name, line):
         if name is None:
             name = Path(self.source).stem if self.source and not self.source.startswith("<") else "top"
-        if any(m.name == name for m in self.models):
-            raise self.error(f"model '{name}' is defined twice", line)
+        first = self.model_lines.setdefault(name, line)  # a dict, so thousands of models stay linear
+        if first != line:
+            raise self.error(f"model '{name}' is defined twice (first at line {first})", line)
         self.model = _Model(name, line)
         self.models.append(self.model)
 
