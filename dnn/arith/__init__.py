@@ -9,10 +9,5 @@ from dnn.arith.lut_adder import LutAdder
 from dnn.arith.lut_multiplier import LutMultiplier
 from dnn.arith.spec import parse_arith, parse_mult
 
-__all__ = ["ExactInt", "LutAdder", "CellAdder", "LutMultiplier", "parse_arith", "parse_mult", "set_arith"]
+__all__ = ["ExactInt", "LutAdder", "CellAdder", "LutMultiplier", "parse_arith", "parse_mult"]
 
-
-def set_arith(model, arith):
-    """Give every adder layer of `model` the back-end `arith` (see `dnn.layers.assign.set_arith`)."""
-    from dnn.layers.assign import set_arith as assign
-    return assign(model, arith)

@@ -11,12 +11,9 @@ import numpy as np
 import torch
 
 from circuits.errors import AxnetError
+from dnn.kernels.mult_ops import FLOAT32_EXACT, FLOAT64_EXACT
 
 MAX_OPERAND_BITS = 10  # folded tables hold K * 2^n * Cout entries; wider operands make them impractically large
-FLOAT32_EXACT = 1 << 24  # float32 represents every integer up to this exactly
-FLOAT64_EXACT = 1 << 53
-TABLE_BLOCK = 1 << 23  # entries per folded weight-table block (32 MiB of float32)
-GATHER_BLOCK = 1 << 22  # entries per gathered (rows, k, o) block in the LUT-gradient backward
 MODES = ("unsigned", "signed")
 GRADS = ("ste", "lut")
 

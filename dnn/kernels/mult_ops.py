@@ -9,7 +9,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnn.arith.lut_multiplier import FLOAT32_EXACT, FLOAT64_EXACT, GATHER_BLOCK, TABLE_BLOCK
+FLOAT32_EXACT = 1 << 24  # float32 represents every integer up to this exactly
+FLOAT64_EXACT = 1 << 53
+TABLE_BLOCK = 1 << 23  # entries per folded weight-table block (32 MiB of float32)
+GATHER_BLOCK = 1 << 22  # entries per gathered (rows, k, o) block in the LUT-gradient backward
 
 
 def block_size(K, Na, O, max_abs):

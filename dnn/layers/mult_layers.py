@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from circuits.errors import AxnetError
-from dnn.arith.lut_multiplier import FLOAT32_EXACT
 from dnn.arith.mult_quant import check_finite, quant_params, quantize
-from dnn.kernels.mult_ops import lut_accumulate, lut_grad_a, lut_grad_b
+from dnn.kernels.mult_ops import FLOAT32_EXACT, lut_accumulate, lut_grad_a, lut_grad_b
 
 
 class LutProduct(torch.autograd.Function):
