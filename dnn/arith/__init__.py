@@ -7,7 +7,8 @@ from dnn.arith.base import ExactInt
 from dnn.arith.cell_adder import CellAdder
 from dnn.arith.lut_adder import LutAdder
 from dnn.arith.lut_multiplier import LutMultiplier
+from dnn.arith.netlist_adder import NetlistAdder
 from dnn.arith.spec import parse_arith, parse_mult
 
-__all__ = ["ExactInt", "LutAdder", "CellAdder", "LutMultiplier", "parse_arith", "parse_mult"]
+__all__ = ["ExactInt", "LutAdder", "CellAdder", "LutMultiplier", "NetlistAdder", "parse_arith", "parse_mult"]
 

@@ -6,6 +6,7 @@ from dnn.arith.base import ExactInt
 from dnn.arith.cell_adder import CellAdder
 from dnn.arith.lut_adder import LutAdder
 from dnn.arith.lut_multiplier import LutMultiplier
+from dnn.arith.netlist_adder import NetlistAdder
 
 
 def _options(parts, text, allowed):
@@ -31,8 +32,18 @@ def _int_option(options, key, text, default=None):
         raise AxnetError(f"--arith '{text}': {key}={options[key]} is not an integer") from None
 
 
+def _path_and_options(rest, keys):
+    """Split 'PATH:key=value:...' into the path (which may hold colons) and its trailing key=value parts."""
+    parts = rest.split(":")
+    tail = 0
+    while tail < len(parts) - 1 and parts[-1 - tail].partition("=")[0] in keys:
+        tail += 1
+    return ":".join(parts[:len(parts) - tail]), parts[len(parts) - tail:]
+
+
 def parse_arith(text):
-    """A back-end from a CLI string: float | exact:BITS | lut:PATH[:grad=lut|ste][:w=W] | cell:NAME:k=K[:width=W].
+    """A back-end from a CLI string: float | exact:BITS | lut:PATH[:grad=lut|ste][:w=W] | cell:NAME:k=K[:width=W]
+    | circuit:FILE[:grad=ste|diff][:w=W] (a .blif/.pla adder netlist of 3 to 32 bits, evaluated per pair).
 
     Returns None for "float" (exact float AdderNet).
     """
@@ -60,8 +71,14 @@ def parse_arith(text):
         options = _options(parts, text, ("k", "width", "grad"))
         return CellAdder(name, approx_bits=_int_option(options, "k", text),
                          width=_int_option(options, "width", text, default=32), grad=options.get("grad", "ste"))
-    raise AxnetError(f"--arith '{text}': expected float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W] or "
-                     "cell:NAME:k=K[:width=W]")
+    if kind == "circuit" and rest:
+        path, parts = _path_and_options(rest, ("grad", "w"))
+        options = _options(parts, text, ("grad", "w"))
+        half_window = _int_option(options, "w", text, default=-1)
+        return NetlistAdder(path, grad=options.get("grad", "diff" if "w" in options else "ste"),
+                            half_window=None if half_window == -1 else half_window)
+    raise AxnetError(f"--arith '{text}': expected float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W], "
+                     "cell:NAME:k=K[:width=W] or circuit:FILE[:grad=ste|diff][:w=W]")
 
 
 def parse_mult(text):
