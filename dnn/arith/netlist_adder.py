@@ -122,9 +122,10 @@ class NetlistAdder(_TableAdder):
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
         from dnn.kernels import netlist_native
+        sums = None
         if netlist_native.usable(xq, self.bits):
             sums = netlist_native.adder_abs_sums(self.program, xq, wq, geom, self.bits)
-        else:
+        if sums is None:
             sums = self.pairwise_sums(xq, wq, geom)
         bound = (1 << (self.bits - 1)) * wq[0].numel()
         return sums.to(torch.float32 if bound < FLOAT32_EXACT else torch.float64)

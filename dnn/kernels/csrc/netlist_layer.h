@@ -1,0 +1,73 @@
+/* Fused AdderNet layer over a two-operand adder netlist: sum over each patch of |C(w, -x)| (torch reference:
+ * dnn.arith.netlist_adder.adder_sums_torch).
+ *
+ * dnn/kernels/netlist_native.py writes a translation unit that includes netlist_vec.h, defines NL_BITS (operand
+ * width n) and
+ *     static inline void nl_circuit(const nlv *restrict in, nlv *restrict out)
+ * (inputs: the n bits of the first operand, then the n bits of the second, LSB first; outputs: the n low sum bits),
+ * then includes this file. Lanes are output pixels: per tile of NL_GROUP pixels the -x patterns of every tap are
+ * gathered and bit-sliced once, each weight bit is a broadcast all-0/all-1 word, and |d| = (d ^ s) + s (s the sign
+ * plane) is added into a bit-sliced accumulator with the sign as carry-in, so the tile leaves the bit domain once
+ * per filter, not once per pair.
+ */
+#include <omp.h>
+
+/* bp: padded image of -x patterns (N, C, Hp, Wp), uint32; wplanes (O, K, NL_BITS) words 0 or ~0 (bit i of w[o, k]);
+ * out (N, O, Ho, Wo) int64; acc_bits: planes of the accumulator (enough for K * 2^(n-1)). */
+void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out, int N, int C, int Hp, int Wp,
+                      int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int acc_bits,
+                      int threads) {
+    const long K = (long)C * kh * kw, HW = (long)Ho * Wo, P = (long)N * HW;
+    const long tiles = (P + NL_GROUP - 1) / NL_GROUP;
+    long *taps = (long *)malloc(sizeof(long) * K);
+    for (long k = 0; k < K; k++) {
+        const long c = k / (kh * kw), i = (k / kw) % kh, j = k % kw;
+        taps[k] = (c * Hp + i * dh) * Wp + j * dw;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        nlv *xplanes = (nlv *)aligned_alloc(sizeof(nlv), sizeof(nlv) * K * NL_BITS);
+        long base[NL_GROUP];
+        nlv rows[64], acc[64], in[2 * NL_BITS], y[NL_BITS];
+#pragma omp for schedule(dynamic, 1)
+        for (long tile = 0; tile < tiles; tile++) {
+            const long first = tile * NL_GROUP;
+            for (int q = 0; q < NL_GROUP; q++) {
+                const long p = first + q;
+                if (p >= P) { base[q] = -1; continue; }
+                const long n = p / HW, r = p % HW, oh = r / Wo, ow = r % Wo;
+                base[q] = n * C * Hp * Wp + oh * sh * Wp + ow * sw;
+            }
+            for (long k = 0; k < K; k++) {
+                for (int t = 0; t < 64; t++)
+                    for (int l = 0; l < NL_LANES; l++) {
+                        const long b = base[t * NL_LANES + l];
+                        rows[t][l] = b < 0 ? 0 : bp[b + taps[k]];
+                    }
+                nl_transpose(rows);
+                memcpy(xplanes + k * NL_BITS, rows, sizeof(nlv) * NL_BITS);
+            }
+            for (int o = 0; o < O; o++) {
+                memset(acc, 0, sizeof acc);
+                const uint64_t *wo = wplanes + (long)o * K * NL_BITS;
+                for (long k = 0; k < K; k++) {
+                    for (int i = 0; i < NL_BITS; i++) {
+                        in[i] = NLV_ZERO + wo[k * NL_BITS + i];
+                        in[NL_BITS + i] = xplanes[k * NL_BITS + i];
+                    }
+                    nl_circuit(in, y);
+                    const nlv s = y[NL_BITS - 1];
+                    for (int i = 0; i < NL_BITS - 1; i++) y[i] ^= s;
+                    nl_accumulate(acc, y, s, NL_BITS - 1, acc_bits);
+                }
+                nl_transpose(acc);
+                for (int q = 0; q < NL_GROUP && first + q < P; q++) {
+                    const long p = first + q, n = p / HW, r = p % HW;
+                    out[(n * O + o) * HW + r] = (int64_t)acc[q / NL_LANES][q % NL_LANES];
+                }
+            }
+        }
+        free(xplanes);
+    }
+    free(taps);
+}

@@ -1,0 +1,108 @@
+"""Compiled netlist kernels of the layers: one C library per circuit, generated from its `simulator.program.Program`.
+
+The circuit becomes a static inline function `nl_circuit` (every step one bit-sliced vector operation) placed in
+front of a fixed harness from `csrc/` (`netlist_layer.h`: the fused AdderNet forward). The library is built with the
+simulator's `simulator.native.load_library`, so it is cached on disk by a hash of the source, the headers, the flags,
+the compiler and the CPU, and `AXNET_NATIVE=0` or a missing compiler turns it off (callers then use the torch
+version in `dnn.arith.netlist_adder.adder_sums_torch`, which runs the same algorithm).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from pathlib import Path
+
+import torch
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+_OPS = {"and": "&", "or": "|", "xor": "^"}
+_MEMO = {}
+_LOCK = threading.Lock()
+
+
+def circuit_function(program, name="nl_circuit"):
+    """C text of `static inline void name(const nlv *in, nlv *out)` running the program's steps."""
+    lines = [f"static inline __attribute__((always_inline)) void {name}(const nlv *restrict in, "
+             "nlv *restrict out) {"]
+    lines += [f"    nlv s{i} = in[{i}];" for i in range(program.n_inputs)]
+    temps = [f"s{k}" for k in range(program.n_inputs, program.n_slots)]
+    for k in range(0, len(temps), 16):
+        lines.append("    nlv " + ", ".join(temps[k:k + 16]) + ";")
+    for op, dst, *src in program.steps:
+        if op in _OPS:
+            expr = f"s{src[0]} {_OPS[op]} s{src[1]}"
+        elif op == "not":
+            expr = f"~s{src[0]}"
+        elif op == "copy":
+            expr = f"s{src[0]}"
+        else:
+            expr = "NLV_ZERO" if op == "zero" else "NLV_ONES"
+        lines.append(f"    s{dst} = {expr};")
+    lines += [f"    out[{k}] = s{slot};" for k, slot in enumerate(program.output_slots)]
+    return "\n".join(lines + ["}"])
+
+
+def adder_source(program, bits):
+    """The translation unit of the fused adder-layer kernel for an n-bit adder program (inputs a then b)."""
+    return "\n".join(['#include "netlist_vec.h"', f"#define NL_BITS {bits}", circuit_function(program),
+                      '#include "netlist_layer.h"', ""])
+
+
+def _library(source):
+    """The loaded library for `source`, or None (no compiler, AXNET_NATIVE=0, build failure)."""
+    with _LOCK:
+        if source in _MEMO:
+            return _MEMO[source]
+    from simulator import native
+    lib = native.load_library("netlist_layer", source, CSRC)
+    if lib is not None:
+        lib.nl_adder_forward.restype = None
+    with _LOCK:
+        _MEMO[source] = lib
+    return lib
+
+
+def enabled():
+    """True unless native code is switched off or there is no compiler."""
+    from simulator import native
+    return native.enabled() and native.compiler() is not None
+
+
+def usable(x, bits):
+    """True when the compiled kernel may serve tensor x (CPU) for an adder of `bits` bits."""
+    return x.device.type == "cpu" and bits <= 32 and enabled()
+
+
+def _ints(*values):
+    return [ctypes.c_int(int(v)) for v in values]
+
+
+def accumulator_bits(k, bits):
+    """Planes of a bit-sliced accumulator that holds the sum of k values of |d| <= 2^(bits-1)."""
+    return (k << (bits - 1)).bit_length()
+
+
+def adder_abs_sums(program, xq, wq, geom, bits):
+    """sum_k |C(w, -x)| per output as int64 (N, O, Ho, Wo) on the compiled kernel; None when it cannot be built."""
+    from dnn.kernels.netlist_torch import broadcast_planes
+    lib = _library(adder_source(program, bits))
+    if lib is None:
+        return None
+    n, c, h, w = xq.shape
+    o = wq.shape[0]
+    ho, wo = geom.output_size(h, w)
+    mask = (1 << bits) - 1
+    ph, pw = geom.padding
+    patterns = torch.nn.functional.pad((-xq.to(torch.int64)) & mask, (pw, pw, ph, ph))
+    patterns = patterns.to(torch.int32).contiguous()  # uint32 in C: the high bit of a 32-bit pattern wraps here
+    k = wq[0].numel()
+    acc_bits = accumulator_bits(k, bits)
+    if acc_bits > 64:
+        return None
+    planes = broadcast_planes(wq.reshape(o, -1).to(torch.int64) & mask, bits).permute(1, 2, 0).contiguous()
+    out = torch.empty(n, o, ho, wo, dtype=torch.int64)
+    lib.nl_adder_forward(ctypes.c_void_p(patterns.data_ptr()), ctypes.c_void_p(planes.data_ptr()),
+                         ctypes.c_void_p(out.data_ptr()), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
+                         *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo), ctypes.c_int(acc_bits),
+                         ctypes.c_int(torch.get_num_threads()))
+    return out
