@@ -40,10 +40,11 @@ class IntegerAdderFunction(torch.autograd.Function):
     """Quantize x and w with one step, sum |C(w, -x)| exactly on the back-end, and back-propagate per `grad`."""
 
     @staticmethod
-    def forward(ctx, x, weight, step, geom, backend):
+    def forward(ctx, x, weight, step, geom, backend, accum=None):
         xq = quantize(x, step, backend.qmax)
         wq = quantize(weight, step, backend.qmax)
-        sums = backend.abs_sums(xq, wq, geom)
+        # an approximate accumulator changes the forward only: the backward stays the exact sum's (straight-through)
+        sums = backend.abs_sums(xq, wq, geom) if accum is None else accum.adder_sums(backend, xq, wq, geom)
         ctx.save_for_backward(xq, wq, step)
         ctx.geom, ctx.backend = geom, backend
         return (sums * -step.to(sums.dtype)).to(x.dtype)
@@ -53,7 +54,7 @@ class IntegerAdderFunction(torch.autograd.Function):
         xq, wq, step = ctx.saved_tensors
         grad_out = grad_out.contiguous().float()
         grad_x, grad_w = ctx.backend.backward(xq, wq, step, grad_out, ctx.geom, ctx.needs_input_grad[:2])
-        return grad_x, grad_w, None, None, None
+        return grad_x, grad_w, None, None, None, None
 
 
 def _ste_backward(xq, wq, step, grad_out, geom, needs):
@@ -75,13 +76,14 @@ class _Backend:
     def qmax(self):
         return integer_range(self.bits)
 
-    def conv(self, x, weight, geom, scale):
-        """The layer operation on this back-end: -step * sum |C(w, -x)| with the layer's shared scale."""
+    def conv(self, x, weight, geom, scale, accum=None):
+        """The layer operation on this back-end: -step * sum |C(w, -x)| with the layer's shared scale; the sum
+        through `accum` (a `dnn.arith.accumulate.Accumulator`) when given."""
         x_max, w_max = abs_max(x), abs_max(weight)
         check_finite(x, "input", x_max)
         check_finite(weight, "weight", w_max)
         step = (layer_scale(x, weight, scale, x_max, w_max) / self.qmax).to(x.device)
-        return IntegerAdderFunction.apply(x.float(), weight, step, geom, self)
+        return IntegerAdderFunction.apply(x.float(), weight, step, geom, self, accum)
 
     def backward(self, xq, wq, step, grad_out, geom, needs):
         return _ste_backward(xq, wq, step, grad_out, geom, needs)
@@ -125,29 +127,26 @@ class _TableAdder(_Backend):
     diff = None  # torch int64 (V, V): d for weight value index i and activation value index j (value = index - qmax)
     grad_w_slope = grad_x_slope = None  # float32 (V, V): G_a(w, -x) and G_b(w, -x), for grad="lut"
 
-    def _fold(self, matrix, wq):
-        """(K, V, O) tables: matrix[w[o, k] index, v] for every tap k, value v and filter o."""
-        o = wq.shape[0]
-        rows = (wq.reshape(o, -1) + self.qmax).long()
-        return matrix.to(wq.device)[rows].permute(1, 2, 0).contiguous()
+    def _weight_index(self, wq):
+        """(O, K) int32: each weight's row of `diff` (value + qmax)."""
+        return (wq.reshape(wq.shape[0], -1) + self.qmax).to(torch.int32)
 
     def _index(self, xq):
         return (xq + self.qmax).to(torch.int32).contiguous()
 
     def abs_sums(self, xq, wq, geom):
-        """sum_k |d(w, x)| exactly, by summing folded table rows."""
-        bound = int(self.diff.abs().max()) * wq[0].numel()
-        dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
-        tables = self._fold(self.diff.abs().to(dtype), wq)
-        return adder_ops.table_forward(self._index(xq), tables, geom, self.qmax)
+        """sum_k |d(w, x)| exactly, by summing table rows T[k, v, o] = |d(w[o, k], v)| (folded in the kernel)."""
+        mat = self.diff.abs().t().contiguous().to(xq.device)  # value-major: [activation index, weight index]
+        return adder_ops.table_forward(self._index(xq), self._weight_index(wq), mat, geom, self.qmax)
 
     def backward(self, xq, wq, step, grad_out, geom, needs):
         if self.grad == "ste":
             return _ste_backward(xq, wq, step, grad_out, geom, needs)
-        index = self._index(xq)
         d = self.diff.to(device=grad_out.device, dtype=torch.float32) * step  # circuit difference, real units
-        input_slopes = self._fold(d.clamp(-1, 1) * self.grad_x_slope.to(d.device), wq)  # (K, V, O)
-        grad_x, hits = adder_ops.table_backward(index, input_slopes, grad_out, geom, self.qmax)
-        weight_slopes = self._fold(-d * self.grad_w_slope.to(d.device), wq)
-        grad_w = (hits * weight_slopes).sum(1).t().reshape(wq.shape)
-        return (grad_x if needs[0] else None), (grad_w if needs[1] else None)
+        input_slopes = (d.clamp(-1, 1) * self.grad_x_slope.to(d.device)).t() if needs[0] else None
+        weight_slopes = (-d * self.grad_w_slope.to(d.device)).t() if needs[1] else None
+        if input_slopes is None and weight_slopes is None:
+            return None, None
+        grad_x, grad_w = adder_ops.table_backward(self._index(xq), self._weight_index(wq), input_slopes,
+                                                  weight_slopes, grad_out, geom, self.qmax)
+        return grad_x, (grad_w.reshape(wq.shape) if grad_w is not None else None)

@@ -17,7 +17,7 @@ class Adder2d(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, bias=False,
-                 arith=None):
+                 arith=None, accum=None):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -27,6 +27,7 @@ class Adder2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *self.kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.arith = arith
+        self.accum = accum  # None: exact sums; an Accumulator: the terms summed through its circuit
         self.register_buffer("scale", None)
         self.register_buffer("clamp_bias", None)  # set by dnn.layers.calibrate.group_clamp_weights_
         self._register_load_state_dict_pre_hook(self._load_hook)
@@ -39,7 +40,7 @@ class Adder2d(nn.Module):
         return Geometry(self.kernel_size, self.stride, self.padding, self.dilation)
 
     def forward(self, x):
-        y = adder_forward(x, self.weight, self.geometry, self.arith, self.scale)
+        y = adder_forward(x, self.weight, self.geometry, self.arith, self.scale, getattr(self, "accum", None))
         if self.clamp_bias is not None:
             y = y + self.clamp_bias.view(1, -1, 1, 1)
         if self.bias is not None:
@@ -51,4 +52,6 @@ class Adder2d(nn.Module):
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
         if self.arith is not None:
             text += f", arith={self.arith.describe()}"
+        if getattr(self, "accum", None) is not None:
+            text += f", accum={self.accum.describe()}"
         return text

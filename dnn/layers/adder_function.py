@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from circuits.errors import AxnetError
 from dnn.kernels import adder_ops
 from dnn.kernels import native as native_kernels
 
@@ -59,13 +60,19 @@ def _pair(value, name):
     return pair
 
 
-def adder_forward(x, weight, geom, arith, scale):
-    """Run one adder layer: exact float when `arith` is None, else the back-end with the layer's shared scale."""
+def adder_forward(x, weight, geom, arith, scale, accum=None):
+    """Run one adder layer: exact float when `arith` is None, else the back-end with the layer's shared scale;
+    with `accum` (an `Accumulator`) the terms |d| are summed through that circuit (integer back-ends only)."""
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()  # |x - w| sums lose too much in half precision; compute in fp32 under autocast too
     if arith is None:
+        if accum is not None:
+            raise AxnetError(f"accumulator {accum.spec}: the layer has no integer arithmetic to take terms from "
+                             "(float); give it one, e.g. --arith exact:8")
         return AdderConvFunction.apply(x.contiguous(), weight.float().contiguous(), geom)
-    return arith.conv(x.contiguous(), weight.float().contiguous(), geom, scale)
+    if accum is None:
+        return arith.conv(x.contiguous(), weight.float().contiguous(), geom, scale)
+    return arith.conv(x.contiguous(), weight.float().contiguous(), geom, scale, accum=accum)
 
 
 def _rename_official_keys(module, state_dict, prefix):

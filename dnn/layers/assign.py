@@ -59,3 +59,12 @@ def set_mult(model, mult):
     for _, layer in layers:
         layer.mult = mult
     return len(layers)
+
+
+def set_accum(model, accum):
+    """Give every adder and approximate-multiplier layer the accumulator `accum` (a `dnn.arith.accumulate`
+    Accumulator; None: exact sums); returns how many were set."""
+    layers = adder_layers(model) + [layer for _, layer in approx_layers(model)]
+    for layer in layers:
+        layer.accum = accum
+    return len(layers)

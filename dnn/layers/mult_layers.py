@@ -29,12 +29,14 @@ class LutProduct(torch.autograd.Function):
     """sum_k AM(q_x[m, k], q_w[o, k]) over quantized values (float tensors holding integers), exact forward."""
 
     @staticmethod
-    def forward(ctx, qx, qw, mult):
+    def forward(ctx, qx, qw, mult, accum=None):
         qmin_a, _ = mult.qrange(0)
         qmin_b, _ = mult.qrange(1)
         iw = (qw.detach() - qmin_b).to(torch.int64)
-        tables = mult.tables(qx.device)
-        acc = lut_accumulate(qx.detach(), iw, tables["values"], mult.max_abs, shift=-qmin_a)
+        if accum is None:
+            acc = lut_accumulate(qx.detach(), iw, mult.tables(qx.device)["values"], mult.max_abs, shift=-qmin_a)
+        else:  # the products summed through the accumulator circuit; the backward stays the exact sum's
+            acc = accum.mult_sums(mult, qx, qw)
         ctx.mult = mult
         ctx.dtypes = (qx.dtype, qw.dtype)
         ctx.save_for_backward(qx.detach(), qw.detach())
@@ -62,15 +64,17 @@ class LutProduct(torch.autograd.Function):
                 gw = lut_grad_b(qx, iw, g, tables["grad_b"], shift)
         gx = gx.to(ctx.dtypes[0]) if gx is not None else None
         gw = gw.to(ctx.dtypes[1]) if gw is not None else None
-        return gx, gw, None
+        return gx, gw, None, None
 
 
 class ApproxMixin:
     """Quantization and LUT product shared by ApproxConv2d and ApproxLinear."""
 
-    def init_approx(self, mult):
-        """Set the multiplier and the calibrated activation range (NaN = dynamic, measured every forward)."""
+    def init_approx(self, mult, accum=None):
+        """Set the multiplier, the accumulator (None: exact sums; see `dnn.arith.accumulate`) and the calibrated
+        activation range (NaN = dynamic, measured every forward)."""
         self.mult = mult
+        self.accum = accum
         self.register_buffer("act_range", torch.full((2,), float("nan")))
         self.observer = None
 
@@ -121,7 +125,7 @@ class ApproxMixin:
     def approx_matmul(self, cols, qw, s_x, z_x, s_w, z_w):
         """s_x s_w [sum AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K)."""
         K = cols.shape[1]
-        acc = LutProduct.apply(cols, qw, self.mult)
+        acc = LutProduct.apply(cols, qw, self.mult, getattr(self, "accum", None))
         bound = K * max(abs(q) for q in self.mult.qrange(0) + self.mult.qrange(1))
         wide = torch.float32 if bound <= FLOAT32_EXACT else torch.float64  # sums of integers stay exact
         sum_x = cols.to(wide).sum(1, keepdim=True).to(torch.float64)
@@ -135,6 +139,9 @@ class ApproxMixin:
         if self.observer is not None:
             self.observer.update(x.detach())
             return True
+        if self.mult is None and getattr(self, "accum", None) is not None:
+            raise AxnetError(f"accumulator {self.accum.spec}: {type(self).__name__} has no multiplier to take "
+                             "products from (float); give it one, e.g. --mult lut:FILE")
         return self.mult is None or x.numel() == 0  # an empty batch has no range to quantize with
 
 
@@ -154,12 +161,12 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
     """nn.Conv2d whose products come from `mult` (a LutMultiplier); with mult=None a plain nn.Conv2d."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, mult=None):
+                 bias=True, mult=None, accum=None):
         if isinstance(padding, str):
             raise AxnetError(f"ApproxConv2d padding '{padding}': give the padding as numbers")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
-        self.init_approx(mult)
+        self.init_approx(mult, accum)
 
     def forward(self, x):
         if self.exact_or_observe(x):
@@ -189,15 +196,16 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
 
     def extra_repr(self):
         text = super().extra_repr()
-        return text + (f", mult={self.mult.describe()}" if self.mult is not None else "")
+        text += f", mult={self.mult.describe()}" if self.mult is not None else ""
+        return text + (f", accum={self.accum.describe()}" if getattr(self, "accum", None) is not None else "")
 
 
 class ApproxLinear(ApproxMixin, nn.Linear):
     """nn.Linear whose products come from `mult` (a LutMultiplier); with mult=None a plain nn.Linear."""
 
-    def __init__(self, in_features, out_features, bias=True, mult=None):
+    def __init__(self, in_features, out_features, bias=True, mult=None, accum=None):
         super().__init__(in_features, out_features, bias=bias)
-        self.init_approx(mult)
+        self.init_approx(mult, accum)
 
     def forward(self, x):
         if self.exact_or_observe(x):
@@ -216,5 +224,6 @@ class ApproxLinear(ApproxMixin, nn.Linear):
 
     def extra_repr(self):
         text = super().extra_repr()
-        return text + (f", mult={self.mult.describe()}" if self.mult is not None else "")
+        text += f", mult={self.mult.describe()}" if self.mult is not None else ""
+        return text + (f", accum={self.accum.describe()}" if getattr(self, "accum", None) is not None else "")
 

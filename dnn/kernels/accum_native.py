@@ -1,0 +1,97 @@
+"""The compiled accumulator kernel: C generated per accumulator circuit, built and cached on first use.
+
+`c_source(program, a_inputs, b_inputs, bits, term_bits)` writes the circuit's word-op program (`simulator.program`)
+as one inlined C function over bit planes and includes the fixed harness `csrc/accum_kernel.h`, which keeps the
+accumulators of 64 * lanes outputs bit-sliced across all K steps (see that file). The library is built by
+`simulator.native.load_library` (cached on disk by a hash of the source, headers, flags, compiler and CPU).
+`indexed_accumulate` is the entry point; it returns None when native code is off or cannot be built, and the
+caller then runs the torch path (`dnn.kernels.accum_ops`), which computes the same integers.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+
+from dnn.kernels.build import CSRC
+
+_OPS = {"and": "&", "or": "|", "xor": "^"}
+_MEMO = {}
+_LOCK = threading.Lock()
+MAX_BITS = 32  # terms travel as uint32 table entries
+
+
+def term_class(term_bits):
+    """The smallest of 8, 16, 32 at or above `term_bits`: the transpose skips stages above it."""
+    for tb in (8, 16, 32):
+        if term_bits <= tb:
+            return tb
+    raise ValueError(f"terms of {term_bits} bits are beyond the compiled kernel ({MAX_BITS} bits)")
+
+
+def c_source(program, a_inputs, b_inputs, out_slots, bits, term_bits):
+    """The translation unit for one accumulator: input position a_inputs[j] is bit j of the running value,
+    b_inputs[j] bit j of the term; out_slots[j] holds result bit j after the steps."""
+    source = {pos: f"a[{j}]" for j, pos in enumerate(a_inputs)}
+    source.update({pos: f"b[{j}]" for j, pos in enumerate(b_inputs)})
+    lines = ['#include "accum_types.h"', f"#define ACC_BITS {bits}", f"#define ACC_TB {term_class(term_bits)}",
+             "static inline __attribute__((always_inline)) void acc_circuit(const accv *a, const accv *b, "
+             "accv *out) {"]
+    lines += [f"    accv s{i} = {source[i]};" for i in range(program.n_inputs)]
+    temps = [f"s{k}" for k in range(program.n_inputs, program.n_slots)]
+    for k in range(0, len(temps), 16):
+        lines.append("    accv " + ", ".join(temps[k:k + 16]) + ";")
+    for op, dst, *src in program.steps:
+        if op in _OPS:
+            expr = f"s{src[0]} {_OPS[op]} s{src[1]}"
+        elif op == "not":
+            expr = f"~s{src[0]}"
+        elif op == "copy":
+            expr = f"s{src[0]}"
+        else:
+            expr = "ACCV_ZERO" if op == "zero" else "ACCV_ONES"
+        lines.append(f"    s{dst} = {expr};")
+    lines += [f"    out[{j}] = s{slot};" for j, slot in enumerate(out_slots)]
+    lines += ["}", '#include "accum_kernel.h"', ""]
+    return "\n".join(lines)
+
+
+def load(source):
+    """The ctypes function `acc_indexed` for this source, or None (no compiler, AXNET_NATIVE=0, failed build)."""
+    with _LOCK:
+        if source in _MEMO:
+            return _MEMO[source]
+    try:
+        from simulator.native import load_library
+    except ImportError:
+        lib = None
+    else:
+        lib = load_library("accum", source, CSRC)
+    fn = None
+    if lib is not None:
+        fn = lib.acc_indexed
+        c_i64, c_ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+        fn.argtypes = [c_ptr, c_i64, c_i64, c_ptr, c_i64, c_ptr, c_i64, c_int, c_int, c_ptr, c_int]
+        fn.restype = None
+    with _LOCK:
+        _MEMO[source] = fn
+    return fn
+
+
+def indexed_accumulate(source, cols_t, w_index, pair, tree, signed):
+    """out[m, o] accumulated from terms pair[w_index[o, k], cols_t[k, m]] (CPU tensors), as int64 (M, O); None
+    when the compiled kernel is not available. `pair` holds the term patterns already reduced to the accumulator's
+    bits; cols_t and w_index are int32 row and column numbers into it."""
+    fn = load(source)
+    if fn is None:
+        return None
+    cols_t = cols_t.to(torch.int32).contiguous()
+    w_index = w_index.to(torch.int32).contiguous()
+    table = pair.to(torch.int64).to(torch.int32).contiguous()  # the uint32 pattern bits, reinterpreted
+    k, m = cols_t.shape
+    o = w_index.shape[0]
+    out = torch.empty(m, o, dtype=torch.int64)
+    fn(cols_t.data_ptr(), m, k, w_index.data_ptr(), o, table.data_ptr(), table.shape[1], int(tree), int(signed),
+       out.data_ptr(), torch.get_num_threads())
+    return out
