@@ -2,14 +2,13 @@
 
 Everything is loaded once into memory as normalised float32 tensors (N, C, H, W) and int64 labels; the data sets
 here are small enough, and whole-tensor batching keeps runs reproducible and independent of worker processes.
-Spec strings: `mnist5k` (the default, works offline), `mnist:DIR`, `cifar10:DIR`.
+Spec strings: `mnist5k` (the default, works offline), `mnist:DIR`, `cifar10:DIR` (binary or python batches).
 """
 from __future__ import annotations
 
 import gzip
 import importlib.util
 import os
-import pickle
 import struct
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from circuits.errors import AxnetError
+from dnn import cifar10
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -175,30 +175,7 @@ def load_mnist_dir(directory):
     return DataSet("mnist", tx, ty, vx, vy, augment="shift")
 
 
-CIFAR_TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
-CIFAR_TEST_FILE = "test_batch"
-
-
-def read_cifar_batch(path):
-    """One CIFAR-10 python batch: (uint8 (N, 3, 32, 32), int64 labels). Unpickling is that format's definition."""
-    if not os.path.isfile(path):
-        raise AxnetError(f"CIFAR-10 batch file {os.path.basename(path)} not found in this directory",
-                         path=os.path.dirname(path) or ".")
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except Exception as e:  # any unpickling failure means a corrupt batch file
-        raise AxnetError(f"not a CIFAR-10 python batch ({type(e).__name__})", path=path) from None
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise AxnetError("not a CIFAR-10 python batch (no b'data'/b'labels' keys)", path=path)
-    data = np.asarray(batch[b"data"])
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise AxnetError(f"expected uint8 data of shape (N, 3072) and N labels, found {data.shape} "
-                         f"and {len(labels)}", path=path)
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise AxnetError("label out of range 0..9", path=path)
-    return data.reshape(-1, 3, 32, 32), labels
+CIFAR_TRAIN_FILES, CIFAR_TEST_FILE = cifar10.TRAIN_FILES, cifar10.TEST_FILE
 
 
 def normalise_cifar(images_u8):
@@ -210,14 +187,10 @@ def normalise_cifar(images_u8):
 
 
 def load_cifar10_dir(directory):
-    """CIFAR-10 from its python batch directory (data_batch_1..5, test_batch)."""
-    if not os.path.isdir(directory):
-        raise AxnetError("--data cifar10:DIR: directory not found", path=directory)
-    parts = [read_cifar_batch(os.path.join(directory, name)) for name in CIFAR_TRAIN_FILES]
-    tx = normalise_cifar(np.concatenate([p[0] for p in parts]))
-    ty = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    vx_u8, vy = read_cifar_batch(os.path.join(directory, CIFAR_TEST_FILE))
-    return DataSet("cifar10", tx, ty, normalise_cifar(vx_u8), torch.from_numpy(vy), augment="crop-flip")
+    """CIFAR-10 from its binary or python batch directory (see `dnn.cifar10`; nothing in the files is run)."""
+    tx, ty, vx, vy = cifar10.read_cifar10_arrays(directory)
+    return DataSet("cifar10", normalise_cifar(tx), torch.from_numpy(ty), normalise_cifar(vx), torch.from_numpy(vy),
+                   augment="crop-flip")
 
 
 def random_shift(x, max_shift, generator, fill):
