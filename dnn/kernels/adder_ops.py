@@ -2,16 +2,17 @@
 
 Everything is phrased as a 2-D "convolution" over an input (N, C, H, W) and weights (O, C, kh, kw); a linear layer is
 the 1x1 case. Each kernel has a plain-torch version that runs on any device (CPU or CUDA) and, on CPU, a compiled
-OpenMP version from `dnn.kernels.native` when it is available. The torch versions are also the slow references the
-tests compare the compiled ones against.
+OpenMP version from `dnn.kernels.native` when it is available; on CUDA, the Triton kernels of
+`dnn.kernels.triton.adder` when triton is installed. The torch versions are also the slow references the tests
+compare the compiled ones against.
 
 Kernels (K = C*kh*kw patch taps, L = output pixels, V = values an activation index can take):
 - `l1_forward`:    Y[n,o,p]  = -sum_k |X[n,k,p] - W[o,k]|                       (exact AdderNet forward)
 - `l1_input_grad`: GX[n,k,p] = sum_o G[n,o,p] * clamp(W[o,k] - X[n,k,p], -1, 1)  (the authors' HardTanh backward)
 - `l1_weight_grad`: GW[o,k]  = sum_{n,p} G[n,o,p] * (X[n,k,p] - W[o,k])           (full-precision backward, a GEMM)
-- `table_forward`: Y[n,o,p]  = sum_k T[k, I[n,k,p], o]                           (weights folded into tables)
-- `table_backward`: GX[n,k,p] = sum_o G[n,o,p] * B[k, I[n,k,p], o] (input gradient) and
-                    H[k,v,o]  = sum_{n,p : I[n,k,p] = v} G[n,o,p]         (gradient into the tables), one pass
+- `table_forward`: Y[n,o,p]  = sum_k T[k, I[n,k,p], o], T[k,v,o] = M[v, Wi[o,k]]   (weights folded into tables)
+- `table_backward`: GX[n,k,p] = sum_o G[n,o,p] * A[k, I[n,k,p], o] (input gradient) and
+                    GW[o,k]   = sum_v H[k,v,o] * B[k,v,o], H[k,v,o] = sum_{n,p : I[n,k,p] = v} G[n,o,p], one pass
 X and I are never unfolded by the compiled kernels; the torch versions unfold in chunks.
 """
 from __future__ import annotations
@@ -22,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from dnn.kernels import native as native_kernels
+from dnn.kernels import triton as triton_kernels
 
 CHUNK_ELEMENTS = 1 << 24  # temporaries of the torch paths stay below ~64 MB of float32
+FLOAT32_EXACT = 1 << 24  # integer sums below this are exact in float32
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,17 @@ class Geometry:
 
 
 def _use_native(*tensors):
-    """True when every tensor is on the CPU and the compiled kernels loaded."""
-    return all(t.device.type == "cpu" for t in tensors) and native_kernels.available()
+    """True when every tensor is on the CPU and the compiled kernels loaded (and Triton is not forced on CPU)."""
+    return all(t.device.type == "cpu" for t in tensors) and native_kernels.available() and \
+        not triton_kernels.use(*tensors)
+
+
+def _triton(*tensors):
+    """The Triton kernels module (`dnn.kernels.triton.adder`) when it should serve these tensors, else None."""
+    if not triton_kernels.use(*tensors):
+        return None
+    from dnn.kernels.triton import adder
+    return adder
 
 
 def _chunk(total, per_item):
@@ -74,6 +86,8 @@ def l1_forward(x, weight, geom, native=None, padded=None):
         native = native_exact(x, weight)
     if native:
         return native_kernels.l1_forward(x, weight, geom, padded)
+    if kernels := _triton(x, weight):
+        return kernels.l1_forward(x, weight, geom)
     return l1_forward_torch(x, weight, geom)
 
 
@@ -99,6 +113,8 @@ def l1_input_grad(x, weight, grad_out, geom, native=None):
     if native:
         return native_kernels.l1_input_grad(x.shape, weight, grad_out.contiguous(), geom,
                                             native_kernels.pad_input(x, geom))
+    if kernels := _triton(x, weight, grad_out):
+        return kernels.l1_input_grad(x, weight, grad_out, geom)
     return l1_input_grad_torch(x, weight, grad_out, geom)
 
 
@@ -136,17 +152,36 @@ def l1_weight_grad(x, weight, grad_out, geom, padded_image=None):
 
 
 # -- table kernels (weights folded into per-tap tables) --------------------------------------------------------------
-def table_forward(index, table, geom, pad_index, native=None):
-    """Y[n,o,p] = sum_k T[k, I[n,k,p], o] as (N, O, Ho, Wo).
+def fold_table(mat, wi):
+    """(K, V, O) tables T[k, v, o] = mat[v, wi[o, k]] from a value-major (V, Vw) matrix and (O, K) weight indices."""
+    return mat[:, wi.long()].permute(2, 0, 1).contiguous()
+
+
+def native_table_sums(index, mat, wi):
+    """True when the compiled integer table forward serves these tensors: CPU, and sums exact in float32."""
+    bound = int(mat.abs().max()) * wi.shape[1] if mat.numel() else 0
+    return _use_native(index, mat) and not mat.is_floating_point() and bound < FLOAT32_EXACT
+
+
+def table_forward(index, wi, mat, geom, pad_index, native=None):
+    """Y[n,o,p] = sum_k T[k, I[n,k,p], o] as (N, O, Ho, Wo), with T[k, v, o] = mat[v, wi[o, k]].
 
     `index` (N, C, H, W) int holds each activation's row in the tables (0..V-1); padding taps read row `pad_index`.
-    `table` is (K, V, O) float.
+    `mat` is a value-major integer (V, Vw) matrix, `wi` (O, K) the weights' indices. Integer sums are exact: float32
+    when they stay below 2^24 (the compiled kernel, int32 accumulators), else float64 (torch).
     """
     if native is None:
-        native = _use_native(index, table) and table.dtype == torch.float32
+        native = native_table_sums(index, mat, wi)
     if native:
-        return native_kernels.table_forward(index, table, geom, pad_index)
-    return table_forward_torch(index, table, geom, pad_index)
+        o = wi.shape[0]
+        affine = torch.zeros(3, o, dtype=torch.float64)
+        affine[2] = 1.0
+        small = mat.to(torch.int16) if int(mat.abs().max()) < 1 << 15 else mat.to(torch.int32)
+        return native_kernels.table_sums(native_kernels.pad_index(index, geom, pad_index), small, wi, 1, geom,
+                                         geom.output_size(*index.shape[2:]), affine)
+    bound = int(mat.abs().max()) * wi.shape[1] if mat.numel() else 0
+    dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
+    return table_forward_torch(index, fold_table(mat.to(dtype), wi), geom, pad_index)
 
 
 def _unfold_index(index, geom, pad_index):
@@ -205,12 +240,24 @@ def table_scatter_torch(index, grad_out, geom, pad_index, values):
     return out.view(k, values, o)
 
 
-def table_backward(index, table, grad_out, geom, pad_index, native=None):
-    """(GX, H): the input gradient and the gradient into the tables (one pass over the input when compiled).
-    The torch references are `table_input_grad_torch` and `table_scatter_torch`."""
+def table_backward(index, wi, ma, mw, grad_out, geom, pad_index, native=None):
+    """(GX, GW): GX[n,c,h,w] = the input gradient through tables A[k,v,o] = ma[v, wi[o,k]], and
+    GW[o,k] = sum_v H[k,v,o] * mw[v, wi[o,k]] with H the gradient into the tables (`table_scatter_torch`).
+
+    `ma` and `mw` are value-major float (V, Vw) matrices; either may be None (that gradient is not computed). The
+    compiled kernel does both in one pass over the input; the torch references are `table_input_grad_torch` and
+    `table_scatter_torch`.
+    """
     if native is None:
-        native = _use_native(index, table, grad_out) and table.dtype == torch.float32
+        native = _use_native(index, grad_out, *(m for m in (ma, mw) if m is not None))
     if native:
-        return native_kernels.table_backward(index, table, grad_out.contiguous(), geom, pad_index)
-    return (table_input_grad_torch(index, table, grad_out, geom, pad_index),
-            table_scatter_torch(index, grad_out, geom, pad_index, table.shape[1]))
+        rows = native_kernels.grad_rows(grad_out, 1)
+        return native_kernels.table_grads(native_kernels.pad_index(index, geom, pad_index), ma, None, mw, wi, 1,
+                                          geom, tuple(index.shape), rows, tuple(grad_out.shape[2:]))
+    grad_x = grad_w = None
+    if ma is not None:
+        grad_x = table_input_grad_torch(index, fold_table(ma.float(), wi), grad_out, geom, pad_index)
+    if mw is not None:
+        hits = table_scatter_torch(index, grad_out.float(), geom, pad_index, mw.shape[0])
+        grad_w = (hits * fold_table(mw.float(), wi)).sum(1).t()
+    return grad_x, grad_w

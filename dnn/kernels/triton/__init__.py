@@ -1,0 +1,58 @@
+"""Triton GPU kernels of the dnn layers (the optional extra `axnet[gpu]`), one module per kernel family.
+
+- `adder`: the exact AdderNet forward and HardTanh input gradient, the LUT adder table forward and table backward
+  (beside the torch references of `dnn.kernels.adder_ops`, whose dispatchers call them).
+- `mult`: the LUT multiplier accumulation and its gradient-LUT backward (beside `dnn.kernels.mult_ops`).
+- `netlist`: per-lane bit-sliced evaluation of a `simulator.program.Program` (beside `simulator.engine`).
+
+Selection (`use`): the kernels run for CUDA tensors when `triton` imports; the torch paths stay the reference and
+the fallback. `AXNET_TRITON=0` switches them off; `AXNET_TRITON=force` also runs them on CPU tensors, which needs
+Triton's interpreter (`TRITON_INTERPRET=1`, set before triton is imported): that is how the test suite checks every
+kernel on a machine without a GPU.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+from circuits.errors import AxnetError
+
+__all__ = ["installed", "interpreting", "mode", "use"]
+
+MODES = ("auto", "0", "force")
+
+
+@functools.cache
+def installed():
+    """True when the `triton` package can be imported (looked up once, without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting():
+    """True when Triton's interpreter is on (kernels then run on CPU tensors, in numpy, slowly)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def mode():
+    """`AXNET_TRITON`: auto (CUDA tensors only; the default), 0 (never) or force (CPU tensors too, interpreted)."""
+    value = os.environ.get("AXNET_TRITON", "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise AxnetError(f"AXNET_TRITON={value}: expected one of {', '.join(MODES)}")
+    return value
+
+
+def use(*tensors):
+    """True when the Triton kernels should serve these tensors: all on CUDA (or all on CPU when forced)."""
+    chosen = mode()
+    if chosen == "0" or not installed():
+        return False
+    devices = {t.device.type for t in tensors}
+    if devices == {"cuda"}:
+        return True
+    if chosen == "force" and devices == {"cpu"}:
+        if not interpreting():
+            raise AxnetError("AXNET_TRITON=force on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 "
+                             "before triton is imported")
+        return True
+    return False

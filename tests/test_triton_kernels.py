@@ -1,0 +1,63 @@
+"""The Triton kernels (`dnn.kernels.triton`) against the torch references, under Triton's interpreter on CPU tensors.
+
+The interpreter must be switched on before triton is imported, and that must not leak into the other tests, so the
+checks (`tests/triton_checks.py`) run once in a subprocess and each one's result is reported here as its own test.
+Skipped, with the reason, when triton is not installed (`pip install axnet[gpu]`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import triton_checks
+from circuits.errors import AxnetError
+from dnn.kernels import triton as triton_kernels
+
+HERE = Path(__file__).resolve().parent
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                  reason="triton is not installed (pip install 'axnet[gpu]')")
+
+
+@pytest.fixture(scope="module")
+def results():
+    """{check name: None or traceback} from one interpreted run of every check."""
+    env = dict(os.environ, TRITON_INTERPRET="1", AXNET_TRITON="force", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(HERE / "triton_checks.py")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@needs_triton
+@pytest.mark.parametrize("name", sorted(triton_checks.CHECKS))
+def test_triton_kernel_matches_reference(results, name):
+    failure = results[name]
+    assert failure is None, failure
+
+
+def test_selection_follows_device_and_mode(monkeypatch):
+    cpu = torch.zeros(1)
+    monkeypatch.setenv("AXNET_TRITON", "auto")
+    assert not triton_kernels.use(cpu)  # CPU tensors take the compiled C or torch paths unless forced
+    monkeypatch.setenv("AXNET_TRITON", "0")
+    assert not triton_kernels.use(cpu)
+    monkeypatch.setenv("AXNET_TRITON", "sometimes")
+    with pytest.raises(AxnetError, match="AXNET_TRITON=sometimes"):
+        triton_kernels.use(cpu)
+
+
+@needs_triton
+def test_forcing_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("AXNET_TRITON", "force")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert triton_kernels.use(torch.zeros(1))
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(AxnetError, match="TRITON_INTERPRET=1"):
+        triton_kernels.use(torch.zeros(1))
