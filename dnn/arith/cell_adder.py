@@ -82,6 +82,7 @@ class CellAdder(_TableAdder):
         self.cell, self.approx_bits, self.bits, self.grad = cell, approx_bits, width, grad
         self.rows = cell_truth_table(cell)
         self.chunks = ripple_tables(self.rows, approx_bits)
+        self.program = None  # the ripple compiled for the netlist kernel, on first use
         if width <= MAX_LUT_BITS:
             values = torch.arange(-self.qmax, self.qmax + 1, dtype=torch.int64)
             mask = (1 << width) - 1
@@ -101,9 +102,24 @@ class CellAdder(_TableAdder):
             return super().abs_sums(xq, wq, geom)
         if self.approx_bits == 0:  # exact addition, and the operand range rules out overflow: |w - x| exactly
             return ExactInt(self.bits).abs_sums(xq, wq, geom)
+        sums = self.netlist_sums(xq, wq, geom)
+        if sums is not None:
+            return sums.double()
         if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
             return native_kernels.cell_forward(xq, wq, geom, self.chunks, self.approx_bits, self.bits)
         return self.pairwise_sums(xq, wq, geom)
+
+    def netlist_sums(self, xq, wq, geom):
+        """The sums on the compiled netlist kernel (the ripple as a bit-sliced circuit), or None where it cannot run."""
+        from dnn.kernels import netlist_native
+        if not (self.bits <= 32 and netlist_native.usable(xq, self.bits)):
+            return None
+        if self.program is None:
+            from circuits.generators import ripple_carry_adder
+            from dnn.arith.netlist_circuit import TwoOperandCircuit
+            netlist = ripple_carry_adder(self.bits, cell=self.cell, approx_bits=self.approx_bits)
+            self.program = TwoOperandCircuit(netlist).program(self.bits)
+        return netlist_native.adder_abs_sums(self.program, xq, wq, geom, self.bits)
 
     def pairwise_sums(self, xq, wq, geom):
         """sum_k |add(w, -x)| computed for every (x, w) pair in chunks (float64, exact below 2^53)."""
