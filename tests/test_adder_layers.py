@@ -88,16 +88,19 @@ def test_table_kernels_compiled_equal_torch(geom, n, c, o, values, seed):
     torch.manual_seed(seed)
     index = torch.randint(0, values, (n, c, 9, 8), dtype=torch.int32)
     k = c * geom.kernel[0] * geom.kernel[1]
-    table = torch.randint(-50, 50, (k, values, o)).float()
+    mat = torch.randint(-50, 50, (values, 7))  # value-major: [activation index, weight index]
+    wi = torch.randint(0, 7, (o, k), dtype=torch.int32)
+    table = adder_ops.fold_table(mat.float(), wi)
     pad = values // 2
-    y = adder_ops.table_forward(index, table, geom, pad, native=True)
+    y = adder_ops.table_forward(index, wi, mat, geom, pad, native=True)
     assert torch.equal(y, adder_ops.table_forward_torch(index, table, geom, pad))  # integer sums: bit-exact
     grad_out = torch.randn(y.shape)
-    gx, hits = adder_ops.table_backward(index, table, grad_out, geom, pad, native=True)
-    torch.testing.assert_close(gx, adder_ops.table_input_grad_torch(index, table, grad_out, geom, pad),
-                               rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(hits, adder_ops.table_scatter_torch(index, grad_out, geom, pad, values),
-                               rtol=1e-5, atol=1e-4)
+    ma, mw = torch.randn(values, 7), torch.randn(values, 7)
+    gx, gw = adder_ops.table_backward(index, wi, ma, mw, grad_out, geom, pad, native=True)
+    torch.testing.assert_close(gx, adder_ops.table_input_grad_torch(index, adder_ops.fold_table(ma, wi), grad_out,
+                                                                    geom, pad), rtol=1e-5, atol=1e-4)
+    hits = adder_ops.table_scatter_torch(index, grad_out, geom, pad, values)
+    torch.testing.assert_close(gw, (hits * adder_ops.fold_table(mw, wi)).sum(1).t(), rtol=1e-5, atol=1e-4)
 
 
 def test_table_forward_equals_direct_lookup():

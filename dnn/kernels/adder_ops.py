@@ -181,6 +181,8 @@ def table_forward(index, wi, mat, geom, pad_index, native=None):
                                          geom.output_size(*index.shape[2:]), affine)
     bound = int(mat.abs().max()) * wi.shape[1] if mat.numel() else 0
     dtype = torch.float32 if bound < FLOAT32_EXACT else torch.float64
+    if kernels := _triton(index, wi, mat):
+        return kernels.table_forward(index, wi, mat, geom, pad_index, dtype)
     return table_forward_torch(index, fold_table(mat.to(dtype), wi), geom, pad_index)
 
 
@@ -254,6 +256,8 @@ def table_backward(index, wi, ma, mw, grad_out, geom, pad_index, native=None):
         rows = native_kernels.grad_rows(grad_out, 1)
         return native_kernels.table_grads(native_kernels.pad_index(index, geom, pad_index), ma, None, mw, wi, 1,
                                           geom, tuple(index.shape), rows, tuple(grad_out.shape[2:]))
+    if kernels := _triton(index, wi, grad_out):
+        return kernels.table_backward(index, wi, ma, mw, grad_out, geom, pad_index)
     grad_x = grad_w = None
     if ma is not None:
         grad_x = table_input_grad_torch(index, fold_table(ma.float(), wi), grad_out, geom, pad_index)

@@ -36,6 +36,15 @@ def _work_buffer(name, numel):
     return buf[:numel]
 
 
+def _typed_buffer(name, dtype, numel):
+    """A work buffer of `dtype` kept between calls (per thread), like `_work_buffer`."""
+    buffers = _WORK.__dict__.setdefault("typed", {})
+    buf = buffers.get((name, dtype))
+    if buf is None or buf.numel() < numel:
+        buf = buffers[(name, dtype)] = torch.empty(max(numel, 1), dtype=dtype)
+    return buf[:numel]
+
+
 def _padded(x, geom, fill, dtype):
     """Copy x (N, C, H, W) into a fresh buffer padded by geom.padding with `fill`, plus SLACK spare elements."""
     n, c, h, w = x.shape
@@ -109,35 +118,6 @@ def l1_input_grad(x_shape, weight, grad_out, geom, padded):
     return grad
 
 
-def _padded_table(table):
-    """(K, V, O) -> (K, V, Op) float32 with Op the next multiple of 8 (zero columns)."""
-    k, v, o = table.shape
-    width = (o + 7) // 8 * 8
-    if width == o and table.dtype == torch.float32 and table.is_contiguous():
-        return table
-    return F.pad(table.float(), (0, width - o)).contiguous()
-
-
-def _grad_rows(grad_out, width):
-    """(N, O, Ho, Wo) -> (N, Ho, Wo, Op) float32 with zero columns up to Op."""
-    return F.pad(grad_out.float().permute(0, 2, 3, 1), (0, width - grad_out.shape[1])).contiguous()
-
-
-def table_forward(index, table, geom, pad_index):
-    """Compiled table forward: sum of table rows, (N, O, Ho, Wo) float32."""
-    lib = load()
-    n, c, h, w = index.shape
-    k, v, o = table.shape
-    ho, wo = geom.output_size(h, w)
-    flat, image = _padded(index, geom, pad_index, torch.int32)
-    tab = _padded_table(table)
-    width = tab.shape[2]
-    out = torch.empty(n, ho, wo, width, dtype=torch.float32)
-    lib.table_forward_f32(_ptr(flat), _ptr(tab), _ptr(out), *_ints(n, c, image.shape[2], image.shape[3], v, width),
-                          *_geometry_args(geom, ho, wo), ctypes.c_int(torch.get_num_threads()))
-    return out[..., :o].permute(0, 3, 1, 2)
-
-
 def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     """Compiled per-pair sums of |add(w, -x)| for a ripple of cells (width <= 32), (N, O, Ho, Wo) float64."""
     if len(chunks) <= 1 and width <= 32:
@@ -196,20 +176,85 @@ def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
     return out
 
 
-def table_backward(index, table, grad_out, geom, pad_index):
-    """Compiled table backward: (input gradient shaped like index, (K, V, O) tables), see adder_ops."""
+
+# -- table kernels (csrc/table.c): shared by the LUT adder and the LUT multiplier layers ------------------------------
+TILE_BYTES = 1 << 18  # int32 accumulators of one tile of output pixels: stays in L2 beside one channel's tables
+
+
+def pad_index(index, geom, pad_index):
+    """(flat, image): an int32 index image (N, C, H, W) padded with `pad_index`, with slack, for the table kernels."""
+    return _padded(index.to(torch.int32), geom, int(pad_index), torch.int32)
+
+
+def outputs_padded(outputs):
+    """Outputs per group rounded up to the 16-lane vectors of the table kernels."""
+    return (outputs + 15) // 16 * 16
+
+
+def tile_pixels(pixels, width, threads):
+    """Output pixels per tile: TILE_BYTES of accumulators, and at least two tiles per thread when there is work."""
+    tile = max(16, TILE_BYTES // (4 * (width + 1)))
+    return max(1, min(tile, -(-pixels // (2 * threads))))
+
+
+def table_sums(padded, mat, wi, groups, geom, out_size, affine):
+    """Compiled table forward, (N, O, Ho, Wo) float32:
+    out[n,o,p] = (sum_k T[k, I[n,k,p], o] + a[o] + b[o] * sum_k I[n,k,p]) * s[o], T[k,v,o] = mat[v, wi[o,k]].
+
+    `padded` is `pad_index`'s result, `mat` a value-major (V, Vw) int16 or int32 matrix, `wi` (O, Kg) weight indices,
+    `affine` (3, O) float64 rows a, b, s. The integer sums are exact (int32); the caller checks they cannot overflow.
+    """
     lib = load()
-    n, c, h, w = index.shape
-    k, v, o = table.shape
-    ho, wo = geom.output_size(h, w)
-    flat, image = _padded(index, geom, pad_index, torch.int32)
-    tab = _padded_table(table)
-    width = tab.shape[2]
-    g = _grad_rows(grad_out, width)
-    grad_x = torch.empty(n, c, h, w, dtype=torch.float32)
-    threads = max(1, min(torch.get_num_threads(), n))
-    hbuf = torch.zeros(threads, k, v, width, dtype=torch.float32)
-    lib.table_backward_f32(_ptr(flat), _ptr(tab), _ptr(g), _ptr(grad_x), _ptr(hbuf),
-                           *_ints(n, c, image.shape[2], image.shape[3], v, width),
-                           *_geometry_args(geom, ho, wo), *_ints(*geom.padding, h, w), ctypes.c_int(threads))
-    return grad_x, hbuf.sum(0)[..., :o]
+    flat, image = padded
+    n, c, hp, wp = image.shape
+    o, kg = wi.shape
+    v, vw = mat.shape
+    ho, wo = out_size
+    width = outputs_padded(o // groups)
+    threads = torch.get_num_threads()
+    tile = tile_pixels(n * ho * wo, width, threads)
+    tab = _typed_buffer("table", mat.dtype, groups * kg * v * width)
+    work = _typed_buffer("table_acc", torch.int32, threads * tile * (width + 1))
+    out = torch.empty(n, o, ho, wo, dtype=torch.float32)
+    mat, wi, affine = mat.contiguous(), wi.to(torch.int32).contiguous(), affine.to(torch.float64).contiguous()
+    kernel = lib.table_sums_i16 if mat.dtype == torch.int16 else lib.table_sums_i32
+    kernel(_ptr(flat), _ptr(mat), *_ints(vw, v), _ptr(wi), _ptr(tab), _ptr(work), _ptr(affine), _ptr(out),
+           *_ints(n, c, hp, wp, o, groups), *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo),
+           *_ints(tile, threads))
+    return out
+
+
+def grad_rows(grad_out, groups):
+    """(N, O, Ho, Wo) -> (N, Ho, Wo, G * Ogp) float32: each group's output gradients padded to whole vectors."""
+    n, o, ho, wo = grad_out.shape
+    og = o // groups
+    rows = grad_out.float().reshape(n, groups, og, ho, wo).permute(0, 3, 4, 1, 2)
+    return F.pad(rows, (0, outputs_padded(og) - og)).reshape(n, ho, wo, -1).contiguous()
+
+
+def table_grads(padded, ma, bias, mw, wi, groups, geom, x_shape, rows, out_size):
+    """Compiled table gradients: (gx (N, C, H, W) or None, gw (O, Kg) or None), see csrc/table.c.
+
+    gx[n,c,h,w] = sum over taps and outputs reading the pixel of g . A[k, v, :], A[k,v,o] = ma[v, wi[o,k]] + bias[o];
+    gw[o,k] = sum_v H[k,v,o] mw[v, wi[o,k]], H the output gradient scattered by activation value. `ma`/`mw` are
+    value-major float32 (V, Vw) matrices or None (that gradient is not computed); `rows` is `grad_rows`'s result.
+    """
+    lib = load()
+    flat, image = padded
+    n, c, hp, wp = image.shape
+    o, kg = wi.shape
+    ho, wo = out_size
+    base = ma if ma is not None else mw
+    v, vw = base.shape
+    width = outputs_padded(o // groups)
+    threads = max(1, min(torch.get_num_threads(), c))
+    work = _work_buffer("table_grads", threads * 2 * geom.kernel[0] * geom.kernel[1] * v * width)
+    gx = torch.zeros(x_shape, dtype=torch.float32) if ma is not None else None
+    gw = torch.empty(o, kg, dtype=torch.float32) if mw is not None else None
+    keep = [t.float().contiguous() if t is not None else None for t in (ma, bias, mw)]  # alive during the call
+    wi = wi.to(torch.int32).contiguous()
+    ma_p, bias_p, mw_p, gx_p, gw_p = (_ptr(t) if t is not None else ctypes.c_void_p(None) for t in (*keep, gx, gw))
+    lib.table_grads_f32(_ptr(flat), ma_p, bias_p, mw_p, *_ints(vw, v), _ptr(wi), _ptr(rows), gx_p, gw_p, _ptr(work),
+                        *_ints(n, c, hp, wp, o, groups), *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo),
+                        *_ints(*geom.padding), *_ints(x_shape[2], x_shape[3], threads))
+    return gx, gw

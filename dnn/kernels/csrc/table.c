@@ -1,89 +1,242 @@
-/* Table (LUT) AdderNet layer: sum of table rows and both table gradients (torch references in
- * dnn/kernels/adder_ops.py). Kernels work on tiles of output pixels one input channel at a time, so the channel's
- * tables (kh*kw*V*Op floats) stay in L2 while a tile's accumulators stay in L1/L2. */
+/* Table (LUT) layers, shared by the LUT adder and the LUT multiplier layers (torch references in
+ * dnn/kernels/adder_ops.py and dnn/kernels/mult_ops.py).
+ *
+ * A layer's products (or differences) over its small operand domain are a value-major matrix mat[v][w]: v an
+ * activation index (0..V-1), w a weight index (0..Vw-1). The weights wi[o][k] (O x Kg, per group) fold it into
+ * per-tap tables T[k][v][o] = mat[v][wi[o][k]] (Og outputs padded to Ogp, a multiple of 16), so one output pixel
+ * sums one table row per tap: a few vector loads and adds over the contiguous output channels.
+ *
+ * Forward: all tables are folded once per call (int16 rows when the entries fit, else int32), then tiles of output
+ * pixels run one input channel at a time, so one channel's tables (kh*kw*V*Ogp entries) stay in L2 while the
+ * tile's int32 accumulators (tile*Ogp) stay in L2 too. An epilogue writes the float output NCHW.
+ * Backward (gradient tables): threads own whole input channels, so one channel's folded input-slope table and its
+ * scatter table H[k][v][o] (sum of the output gradient over the pixels whose tap k reads v) are per-thread scratch
+ * that stays in L2; the weight gradient of the channel's taps is taken from H right away. No per-thread copies of
+ * the full K*V*O tables, no reduction afterwards, and every float sum runs in a fixed order (reproducible). */
 #include "vec.h"
 
-/* Rows of output per tile so that a tile holds about 512 pixels. */
-static inline int tile_rows(int Wo) { int r = 512 / (Wo > 0 ? Wo : 1); return r < 1 ? 1 : r; }
+typedef int32_t i32v __attribute__((vector_size(64)));  /* 16 int32 lanes */
+typedef int16_t i16v __attribute__((vector_size(32)));  /* 16 int16 lanes */
+typedef float f32v __attribute__((vector_size(64)));    /* 16 float lanes */
 
-/* out[n,oh,ow,o] = sum_{c,i,j} tab[k, ip[n,c,oh*sh+i*dh,ow*sw+j*dw], o] with k = (c*kh+i)*kw+j.
- * tab is (K, V, Op) with Op a multiple of 8; out is (N, Ho, Wo, Op) and serves as the accumulator. */
-void table_forward_f32(const int32_t *ip, const float *tab, float *out, int N, int C, int Hp, int Wp, int V, int Op,
-                       int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int threads) {
-    const int RB = tile_rows(Wo), blocks = (Ho + RB - 1) / RB;
-    const long tasks = (long)N * blocks;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
-    for (long t = 0; t < tasks; t++) {
-        const int n = (int)(t / blocks), oh0 = (int)(t % blocks) * RB;
-        const int oh1 = oh0 + RB < Ho ? oh0 + RB : Ho;
-        memset(out + ((long)n * Ho + oh0) * Wo * Op, 0, sizeof(float) * (long)(oh1 - oh0) * Wo * Op);
-        for (int c = 0; c < C; c++)
-            for (int oh = oh0; oh < oh1; oh++)
-                for (int ow = 0; ow < Wo; ow++)
-                    for (int o0 = 0; o0 < Op; o0 += 64) {
-                        const int nv = (Op - o0 < 64 ? Op - o0 : 64) / 8;
-                        float *dst = out + (((long)n * Ho + oh) * Wo + ow) * Op + o0;
-                        v8 acc[8];
-                        for (int q = 0; q < nv; q++) acc[q] = vload(dst + 8 * q);
-                        long k = (long)c * kh * kw;
-                        for (int i = 0; i < kh; i++) {
-                            const int32_t *irow = ip + (((long)n * C + c) * Hp + (long)oh * sh + (long)i * dh) * Wp
-                                                  + (long)ow * sw;
-                            for (int j = 0; j < kw; j++, k++) {
-                                const float *row = tab + (k * V + irow[(long)j * dw]) * Op + o0;
-                                for (int q = 0; q < nv; q++) acc[q] += vload(row + 8 * q);
-                            }
-                        }
-                        for (int q = 0; q < nv; q++) vstore(dst + 8 * q, acc[q]);
-                    }
+static inline i32v load_i16(const int16_t *p) { i16v v; memcpy(&v, p, sizeof v); return __builtin_convertvector(v, i32v); }
+static inline i32v load_i32(const int32_t *p) { i32v v; memcpy(&v, p, sizeof v); return v; }
+static inline f32v load_f32(const float *p) { f32v v; memcpy(&v, p, sizeof v); return v; }
+static inline void store_i32(int32_t *p, i32v v) { memcpy(p, &v, sizeof v); }
+static inline void store_f32(float *p, f32v v) { memcpy(p, &v, sizeof v); }
+static inline float hsum_f32(f32v v) {
+    float s = 0.0f;
+    for (int t = 0; t < 16; t++) s += v[t];
+    return s;
+}
+
+/* Offsets of the kh*kw taps inside one padded input plane. */
+static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
+    for (int i = 0; i < kh; i++)
+        for (int j = 0; j < kw; j++) offs[i * kw + j] = i * dh * Wp + j * dw;
+}
+
+/* dst[v][o] = mat[v][wi[o][k]] (+ bias[o]) for one tap k of outputs o0..o0+Og-1; zero for Og <= o < Ogp. */
+#define FOLD(NAME, T)                                                                                               \
+    static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
+                     const float *bias, T *dst) {                                                                   \
+        int32_t w[Og > 0 ? Og : 1];                                                                                 \
+        for (int o = 0; o < Og; o++) w[o] = wi[(long)(o0 + o) * Kg + k];                                            \
+        for (int v = 0; v < V; v++) {                                                                               \
+            const T *row = mat + (long)v * Vw;                                                                      \
+            T *d = dst + (long)v * Ogp;                                                                             \
+            for (int o = 0; o < Og; o++) d[o] = row[w[o]] + (bias ? (T)bias[o0 + o] : (T)0);                      \
+            for (int o = Og; o < Ogp; o++) d[o] = 0;                                                                \
+        }                                                                                                           \
+    }
+FOLD(fold_i16, int16_t)
+FOLD(fold_i32, int32_t)
+FOLD(fold_f32, float)
+
+/* One output pixel's sums over the taps of one channel, NV vectors of 16 outputs from o0: acc += T[k][v_k][o]. */
+#define PIXEL_SUMS(NAME, T, LOAD)                                                                                   \
+    static inline __attribute__((always_inline)) void NAME(const int32_t *base, const int *offs, int taps,          \
+                                                           const T *tab, long V, int Ogp, int32_t *acc,             \
+                                                           const int NV) {                                          \
+        i32v r[8];                                                                                                  \
+        for (int q = 0; q < NV; q++) r[q] = load_i32(acc + 16 * q);                                                 \
+        for (int k = 0; k < taps; k++) {                                                                            \
+            const T *row = tab + ((long)k * V + base[offs[k]]) * Ogp;                                               \
+            for (int q = 0; q < NV; q++) r[q] += LOAD(row + 16 * q);                                                \
+        }                                                                                                           \
+        for (int q = 0; q < NV; q++) store_i32(acc + 16 * q, r[q]);                                                 \
+    }
+PIXEL_SUMS(pixel_sums_i16, int16_t, load_i16)
+PIXEL_SUMS(pixel_sums_i32, int32_t, load_i32)
+
+/* Dispatch on the number of 16-output vectors (up to 8 per pass), so the accumulators live in registers. */
+#define CHANNEL_PASS(NAME, T, PIX)                                                                                  \
+    static void NAME(const int32_t *base, const int *offs, int taps, const T *tab, long V, int Ogp, int32_t *acc) { \
+        for (int o0 = 0; o0 < Ogp; o0 += 128) {                                                                     \
+            const T *t = tab + o0;                                                                                  \
+            int32_t *a = acc + o0;                                                                                  \
+            switch ((Ogp - o0 < 128 ? Ogp - o0 : 128) / 16) {                                                       \
+            case 1: PIX(base, offs, taps, t, V, Ogp, a, 1); break;                                                  \
+            case 2: PIX(base, offs, taps, t, V, Ogp, a, 2); break;                                                  \
+            case 3: PIX(base, offs, taps, t, V, Ogp, a, 3); break;                                                  \
+            case 4: PIX(base, offs, taps, t, V, Ogp, a, 4); break;                                                  \
+            case 5: PIX(base, offs, taps, t, V, Ogp, a, 5); break;                                                  \
+            case 6: PIX(base, offs, taps, t, V, Ogp, a, 6); break;                                                  \
+            case 7: PIX(base, offs, taps, t, V, Ogp, a, 7); break;                                                  \
+            default: PIX(base, offs, taps, t, V, Ogp, a, 8); break;                                                 \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+CHANNEL_PASS(channel_pass_i16, int16_t, pixel_sums_i16)
+CHANNEL_PASS(channel_pass_i32, int32_t, pixel_sums_i32)
+
+/* out[n, g*Og+o, p] = (float)(((double)acc[p][o] + a[o] + b[o] * sx[p]) * s[o]) for one tile (aff = a, b, s). */
+static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *aff, float *out, int O, int Og,
+                          int Ogp, int g, long p0, long p1, long P) {
+    for (int ol = 0; ol < Og; ol++) {
+        const int o = g * Og + ol;
+        const double a = aff[o], b = aff[O + o], s = aff[2 * O + o];
+        for (long p = p0; p < p1; p++) {
+            const long n = p / P, q = p % P;
+            out[(n * O + o) * P + q] = (float)(((double)acc[(p - p0) * Ogp + ol] + a + b * sx[p - p0]) * s);
+        }
     }
 }
-/* Both table gradients in one pass (what the LUT-gradient backward needs), walking the padded input pixels:
- * gx[n, c, h, w] = sum over the taps k = (c, i, j) and output pixels (oh, ow) reading that pixel of
- * dot(gt[n,oh,ow,:], btab[k, v, :]), and hbuf[thread][k, v, :] += gt[n,oh,ow,:], v = ip[pixel]. Each input pixel
- * gathers all its taps into one vector and is written once (one lane sum per pixel, not per tap); padding pixels
- * only feed hbuf (their value row is the pad index). gx is the unpadded (N, C, H, W) result. Threads own whole
- * images (fixed split: reproducible float sums); the caller sums the per-thread tables. */
-void table_backward_f32(const int32_t *ip, const float *btab, const float *gt, float *gx, float *hbuf, int N, int C,
-                        int Hp, int Wp, int V, int Op, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo,
-                        int ph, int pw, int H, int W, int threads) {
-    const long table = (long)C * kh * kw * V * Op;
+
+/* The forward sums over tiles of `tile` output pixels; work holds threads * tile * (Ogp + 1) int32. */
+#define TABLE_SUMS(NAME, T, FOLDF, PASS)                                                                            \
+    void NAME(const int32_t *ip, const T *mat, int Vw, int V, const int32_t *wi, T *tab, int32_t *work,            \
+              const double *aff, float *out, int N, int C, int Hp, int Wp, int O, int G, int kh, int kw, int sh,   \
+              int sw, int dh, int dw, int Ho, int Wo, int tile, int threads) {                                     \
+        const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;              \
+        const long P = (long)Ho * Wo, NP = (long)N * P, tiles = (NP + tile - 1) / tile, gtab = (long)Kg * V * Ogp; \
+        int offs[taps];                                                                                             \
+        tap_offsets(offs, kh, kw, dh, dw, Wp);                                                                      \
+        _Pragma("omp parallel num_threads(threads)") {                                                              \
+            _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
+                FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, NULL, tab + gk * V * Ogp);          \
+            int32_t *acc = work + (long)omp_get_thread_num() * tile * (Ogp + 1), *sx = acc + (long)tile * Ogp;     \
+            _Pragma("omp for schedule(dynamic, 1)") for (long t = 0; t < (long)G * tiles; t++) {                    \
+                const int g = (int)(t / tiles);                                                                     \
+                const long p0 = (t % tiles) * tile, p1 = p0 + tile < NP ? p0 + tile : NP;                           \
+                memset(acc, 0, sizeof(int32_t) * (p1 - p0) * Ogp);                                                  \
+                memset(sx, 0, sizeof(int32_t) * (p1 - p0));                                                         \
+                for (int cl = 0; cl < Cg; cl++) {                                                                   \
+                    const long c = (long)g * Cg + cl;                                                               \
+                    const T *ctab = tab + g * gtab + (long)cl * taps * V * Ogp;                                     \
+                    for (long p = p0; p < p1; p++) {                                                                \
+                        const long n = p / P, q = p % P;                                                            \
+                        const int32_t *base = ip + ((n * C + c) * Hp + (q / Wo) * sh) * Wp + (q % Wo) * sw;         \
+                        PASS(base, offs, taps, ctab, V, Ogp, acc + (p - p0) * Ogp);                                 \
+                        int s = 0;                                                                                  \
+                        for (int k = 0; k < taps; k++) s += base[offs[k]];                                          \
+                        sx[p - p0] += s;                                                                            \
+                    }                                                                                               \
+                }                                                                                                   \
+                tile_epilogue(acc, sx, aff, out, O, Og, Ogp, g, p0, p1, P);                                         \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+/* out[n,o,p] = (sum_k T[k, ip[n, c, oh*sh+i*dh, ow*sw+j*dw], o] + a[o] + b[o] * sum_k ip[...]) * s[o] with
+ * k = (c, i, j) over the group's channels, T folded from the int16 (or int32) value-major matrix `mat`. */
+TABLE_SUMS(table_sums_i16, int16_t, fold_i16, channel_pass_i16)
+TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32)
+
+/* One padded input pixel of one channel in the backward: s = sum over the taps and the output pixels reading it of
+ * dot(g[n,oh,ow,:], A[k][v][:]) (returned), and H[k][v][:] += g[n,oh,ow,:] when H is given. */
+static inline float pixel_grads(const float *grow, const int *ohs, const int *ows, int kh, int kw, int Wo, long gs,
+                                int Ogp, int V, int v, const float *A, float *H) {
+    f32v s = {0};
+    for (int i = 0; i < kh; i++) {
+        if (ohs[i] < 0) continue;
+        for (int j = 0; j < kw; j++) {
+            if (ows[j] < 0) continue;
+            const long row = ((long)(i * kw + j) * V + v) * Ogp;
+            const float *gv = grow + ((long)ohs[i] * Wo + ows[j]) * gs;
+            if (A && H)
+                for (int q = 0; q < Ogp; q += 16) {
+                    const f32v g = load_f32(gv + q);
+                    s += g * load_f32(A + row + q);
+                    store_f32(H + row + q, load_f32(H + row + q) + g);
+                }
+            else if (A)
+                for (int q = 0; q < Ogp; q += 16) s += load_f32(gv + q) * load_f32(A + row + q);
+            else
+                for (int q = 0; q < Ogp; q += 16) store_f32(H + row + q, load_f32(H + row + q) + load_f32(gv + q));
+        }
+    }
+    return hsum_f32(s);
+}
+
+/* gw[o][k] = sum_v H[j][v][o] * mw[v][wi[o][k]] for the taps k = cl*taps + j of one channel, 16 outputs at a
+ * time: H rows are contiguous over o, the mw entries a gather from one row of the matrix (in L1). */
+static void channel_weight_grad(const float *H, const float *mw, int Vw, int V, const int32_t *wi, int Kg, int o0,
+                                int Og, int Ogp, int cl, int taps, float *gw) {
+    for (int j = 0; j < taps; j++) {
+        const long k = (long)cl * taps + j;
+        for (int b = 0; b < Ogp; b += 16) {
+            int32_t w[16];
+            for (int t = 0; t < 16; t++) w[t] = b + t < Og ? wi[(long)(o0 + b + t) * Kg + k] : 0;
+            f32v s = {0};
+            for (int v = 0; v < V; v++) {
+                const float *row = mw + (long)v * Vw;
+                f32v m;
+                for (int t = 0; t < 16; t++) m[t] = row[w[t]];
+                s += load_f32(H + ((long)j * V + v) * Ogp + b) * m;
+            }
+            for (int t = 0; t < 16 && b + t < Og; t++) gw[(long)(o0 + b + t) * Kg + k] = s[t];
+        }
+    }
+}
+
+/* Table gradients (gradient-LUT backward of both layer kinds), one pass over the padded input per channel:
+ * gx[n,c,h,w] = sum over the taps k and output pixels reading the pixel of dot(g[n,oh,ow,:], A[k][v][:]) with
+ * A[k][v][o] = ma[v][wi[o][k]] + bias[o]; gw[o][k] = sum_v H[k][v][o] * mw[v][wi[o][k]] with
+ * H[k][v][o] = sum of g[n,oh,ow,o] over the (n, oh, ow) whose tap k reads v. gt is (N, Ho, Wo, G*Ogp) float;
+ * gx (N, C, H, W) and gw (O, Kg) may be NULL when not needed; work holds threads * 2 * kh*kw*V*Ogp floats. */
+void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, const float *mw, int Vw, int V,
+                     const int32_t *wi, const float *gt, float *gx, float *gw, float *work, int N, int C, int Hp,
+                     int Wp, int O, int G, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int ph,
+                     int pw, int H, int W, int threads) {
+    const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;
+    const long ctab = (long)taps * V * Ogp, gs = (long)G * Ogp;
 #pragma omp parallel num_threads(threads)
     {
-        float *h = hbuf + omp_get_thread_num() * table;
+        float *A = gx ? work + (long)omp_get_thread_num() * 2 * ctab : NULL;
+        float *Hs = gw ? work + (long)omp_get_thread_num() * 2 * ctab + ctab : NULL;
         int ohs[kh], ows[kw];
-#pragma omp for schedule(static, 1) /* a fixed split keeps the float sums, and so training runs, reproducible */
-        for (int n = 0; n < N; n++)
-            for (int c = 0; c < C; c++)
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < C; c++) {
+            const int g = c / Cg, cl = c % Cg;
+            if (A)
+                for (int j = 0; j < taps; j++)
+                    fold_f32(ma, Vw, V, wi, Kg, g * Og, Og, Ogp, (long)cl * taps + j, bias, A + (long)j * V * Ogp);
+            if (Hs) memset(Hs, 0, sizeof(float) * ctab);
+            for (int n = 0; n < N; n++) {
+                const float *grow = gt + (long)n * Ho * Wo * gs + (long)g * Ogp;
                 for (int r = 0; r < Hp; r++) {
+                    int any = 0;
                     for (int i = 0; i < kh; i++) {  /* output row reading padded row r through filter row i, or -1 */
                         const int d = r - i * dh;
                         ohs[i] = d >= 0 && d % sh == 0 && d / sh < Ho ? d / sh : -1;
+                        any |= ohs[i] >= 0;
                     }
+                    if (!any) continue;
                     const int inside_row = r >= ph && r < ph + H;
+                    const int32_t *irow = ip + (((long)n * C + c) * Hp + r) * Wp;
                     for (int col = 0; col < Wp; col++) {
                         for (int j = 0; j < kw; j++) {
                             const int e = col - j * dw;
                             ows[j] = e >= 0 && e % sw == 0 && e / sw < Wo ? e / sw : -1;
                         }
-                        const int v = ip[(((long)n * C + c) * Hp + r) * Wp + col];
-                        v8 s = vsplat(0.0f);
-                        for (int i = 0; i < kh; i++) {
-                            if (ohs[i] < 0) continue;
-                            for (int j = 0; j < kw; j++) {
-                                if (ows[j] < 0) continue;
-                                const long row = ((((long)c * kh + i) * kw + j) * V + v) * Op;
-                                const float *gv = gt + (((long)n * Ho + ohs[i]) * Wo + ows[j]) * Op;
-                                for (int q = 0; q < Op; q += 8) {
-                                    const v8 g = vload(gv + q);
-                                    s += g * vload(btab + row + q);
-                                    vstore(h + row + q, vload(h + row + q) + g);
-                                }
-                            }
-                        }
-                        if (inside_row && col >= pw && col < pw + W)
-                            gx[(((long)n * C + c) * H + r - ph) * W + col - pw] = vsum(s);
+                        const float s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs);
+                        if (A && inside_row && col >= pw && col < pw + W)
+                            gx[(((long)n * C + c) * H + r - ph) * W + col - pw] = s;
                     }
                 }
+            }
+            if (Hs) channel_weight_grad(Hs, mw, Vw, V, wi, Kg, g * Og, Og, Ogp, cl, taps, gw);
+        }
     }
 }
