@@ -76,32 +76,39 @@ def check_l1_input_grad():
         _close(_kernels().l1_input_grad(x, w, g, geom), want, FILTERS * _taps(geom, 1), 4.0)
 
 
-def _table_case(gen, geom, shape, values=11):
+def _table_case(gen, geom, shape, values=11, weight_values=13):
+    """Activation indices, (O, K) weight indices, an integer (V, Vw) matrix and an output gradient."""
     index = torch.randint(0, values, shape, generator=gen, dtype=torch.int32)
-    tables = torch.randint(-50, 51, (_taps(geom, shape[1]), values, FILTERS), generator=gen).float()
+    wi = torch.randint(0, weight_values, (FILTERS, _taps(geom, shape[1])), generator=gen, dtype=torch.int32)
+    mat = torch.randint(-50, 51, (values, weight_values), generator=gen)
     grad = torch.randn(shape[0], FILTERS, *geom.output_size(*shape[2:]), generator=gen)
-    return index, tables, grad
+    return index, wi, mat, grad
 
 
 def check_table_forward_bits():
     gen = torch.Generator().manual_seed(4)
     for dtype in (torch.float32, torch.float64):
         for geom, shape in GEOMETRIES:
-            index, tables, _ = _table_case(gen, geom, shape)
-            tables = tables.to(dtype)
-            got = _kernels().table_forward(index, tables, geom, 5)
-            assert got.dtype == dtype and torch.equal(got, adder_ops.table_forward_torch(index, tables, geom, 5))
+            index, wi, mat, _ = _table_case(gen, geom, shape)
+            got = _kernels().table_forward(index, wi, mat, geom, 5, dtype)
+            want = adder_ops.table_forward_torch(index, adder_ops.fold_table(mat.to(dtype), wi), geom, 5)
+            assert got.dtype == dtype and torch.equal(got, want)
 
 
 def check_table_backward():
     gen = torch.Generator().manual_seed(5)
     for geom, shape in GEOMETRIES:
-        index, tables, grad = _table_case(gen, geom, shape)
-        grad_x, hits = _kernels().table_backward(index, tables, grad, geom, 5)
-        _close(grad_x, adder_ops.table_input_grad_torch(index, tables, grad, geom, 5), FILTERS * _taps(geom, 1),
-               50 * 4.0)
+        index, wi, mat, grad = _table_case(gen, geom, shape)
+        ma, mw = mat.float(), torch.randn(mat.shape, generator=gen)
+        grad_x, grad_w = _kernels().table_backward(index, wi, ma, mw, grad, geom, 5)
+        want_x = adder_ops.table_input_grad_torch(index, adder_ops.fold_table(ma, wi), grad, geom, 5)
+        _close(grad_x, want_x, FILTERS * _taps(geom, 1), 50 * 4.0)
+        hits = adder_ops.table_scatter_torch(index, grad, geom, 5, mat.shape[0])
+        want_w = (hits * adder_ops.fold_table(mw, wi)).sum(1).t()
         pixels = shape[0] * grad.shape[2] * grad.shape[3]
-        _close(hits, adder_ops.table_scatter_torch(index, grad, geom, 5, tables.shape[1]), pixels, 4.0)
+        _close(grad_w, want_w, pixels, 4.0 * 4.0)
+        only_w = _kernels().table_backward(index, wi, None, mw, grad, geom, 5)
+        assert only_w[0] is None and torch.equal(only_w[1], grad_w)
 
 
 def _layer_step(make_arith, geom_kw, shape, seed):

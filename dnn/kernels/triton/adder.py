@@ -4,9 +4,10 @@ CUDA tensors), computed as direct convolutions that never unfold the input.
 - `l1_forward`:     Y[n,o,p]  = -sum_k |X[n,k,p] - W[o,k]|            one program per (pixel block, filter block)
 - `l1_input_grad`:  GX[n,c,h,w] = sum_{taps, o} G * clamp(W - X, -1, 1)   one program per input-pixel block, so the
                     fold onto the input is a plain sum over the taps that read the pixel (no atomics, deterministic)
-- `table_forward`:  Y[n,o,p]  = sum_k T[k, I[n,k,p], o]                 rows of the folded tables gathered from L2
-- `table_backward`: GX as for l1 with B[k, I, o] in place of the clamp, and H[k,v,o] += G[n,o,p] for I[n,k,p] = v
-                    (float atomics: the order of the additions, not the result beyond float32 rounding, varies)
+- `table_forward`:  Y[n,o,p]  = sum_k M[I[n,k,p], Wi[o,k]]             the weights are never folded into per-tap
+                    tables: each program gathers from the (V, Vw) matrix M, which stays in L1/L2
+- `table_backward`: GX as for l1 with A[I, Wi[o,k]] in place of the clamp, and GW[o,k] = sum_{n,p} G[n,o,p] *
+                    B[I[n,k,p], Wi[o,k]] as one reduction per (tap, filter block): no atomics, deterministic
 
 The full-precision weight gradient of the exact layer is a plain correlation (`adder_ops.l1_weight_grad`), which
 cuDNN already computes at GEMM speed; it has no Triton kernel. Sums run in the tensors' own dtype (float32, or
@@ -54,11 +55,11 @@ def _l1_forward_kernel(x_ptr, w_ptr, y_ptr, N, C, H, W, O, HO, WO, SH, SW, PH, P
 
 
 @triton.jit
-def _input_grad_kernel(x_ptr, idx_ptr, w_ptr, g_ptr, gx_ptr, N, C, H, W, O, V, HO, WO, SH, SW, PH, PW, DH, DW,
-                       KH: tl.constexpr, KW: tl.constexpr, TABLE: tl.constexpr, BQ: tl.constexpr,
+def _input_grad_kernel(x_ptr, idx_ptr, w_ptr, wi_ptr, g_ptr, gx_ptr, N, C, H, W, O, VW, HO, WO, SH, SW, PH, PW, DH,
+                       DW, KH: tl.constexpr, KW: tl.constexpr, TABLE: tl.constexpr, BQ: tl.constexpr,
                        BO: tl.constexpr):
     """GX of input pixels q = ((n*C + c)*H + h)*W + w: sum over the taps (i, j) that read q and the filters o of
-    G[n,o,ho,wo] * clamp(W[o,c,i,j] - X[q], -1, 1) (l1), or * B[(c*KH+i)*KW+j, I[q], o] (TABLE)."""
+    G[n,o,ho,wo] * clamp(W[o,c,i,j] - X[q], -1, 1) (l1), or * A[I[q], Wi[o, (c*KH+i)*KW+j]] (TABLE, A: w_ptr)."""
     q = tl.program_id(0) * BQ + tl.arange(0, BQ)
     qm = q < N * C * H * W
     w_in = q % W
@@ -66,7 +67,7 @@ def _input_grad_kernel(x_ptr, idx_ptr, w_ptr, g_ptr, gx_ptr, N, C, H, W, O, V, H
     c = (q // (W * H)) % C
     n = (q // (W * H * C)).to(tl.int64)
     if TABLE:
-        v = tl.load(idx_ptr + q, mask=qm, other=0).to(tl.int64)
+        row = tl.load(idx_ptr + q, mask=qm, other=0).to(tl.int64) * VW
         acc = tl.zeros([BQ], dtype=w_ptr.dtype.element_ty)
     else:
         xv = tl.load(x_ptr + q, mask=qm, other=0.0)
@@ -84,63 +85,71 @@ def _input_grad_kernel(x_ptr, idx_ptr, w_ptr, g_ptr, gx_ptr, N, C, H, W, O, V, H
                 m2 = valid[:, None] & (o < O)[None, :]
                 g = tl.load(g_ptr + (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None], mask=m2,
                             other=0.0)
+                taps = k[:, None] + o[None, :] * (C * KH * KW)  # (o, k) of the weight, row-major (O, K)
                 if TABLE:
-                    slope = tl.load(w_ptr + (k[:, None].to(tl.int64) * V + v[:, None]) * O + o[None, :], mask=m2,
-                                    other=0.0)
+                    col = tl.load(wi_ptr + taps, mask=m2, other=0)
+                    slope = tl.load(w_ptr + row[:, None] + col, mask=m2, other=0.0)
                 else:
-                    wv = tl.load(w_ptr + k[:, None] + o[None, :] * (C * KH * KW), mask=m2, other=0.0)
+                    wv = tl.load(w_ptr + taps, mask=m2, other=0.0)
                     slope = tl.minimum(tl.maximum(wv - xv[:, None], -1.0), 1.0)
                 acc += tl.sum(g * slope, axis=1)
     tl.store(gx_ptr + q, acc, mask=qm)
 
 
 @triton.jit
-def _table_forward_kernel(idx_ptr, t_ptr, y_ptr, N, C, H, W, O, V, HO, WO, SH, SW, PH, PW, DH, DW, PAD,
-                          KH: tl.constexpr, KW: tl.constexpr, BP: tl.constexpr, BO: tl.constexpr):
-    p = tl.program_id(0) * BP + tl.arange(0, BP)
-    o = tl.program_id(1) * BO + tl.arange(0, BO)
+def _tap_rows(idx_ptr, p, k, N, C, H, W, HO, WO, SH, SW, PH, PW, DH, DW, PAD, KH: tl.constexpr, KW: tl.constexpr):
+    """(n, ho, wo, v, pm): the output pixels p, and the index v their tap k reads (PAD on a padding tap)."""
     pm = p < N * HO * WO
-    om = o < O
     n, ho, wo = _pixel(p, HO, WO)
     n = n.to(tl.int64)
-    acc = tl.zeros([BP, BO], dtype=t_ptr.dtype.element_ty)
-    for c in range(C):
-        for i in tl.static_range(KH):
-            for j in tl.static_range(KW):
-                h = ho * SH - PH + i * DH
-                w = wo * SW - PW + j * DW
-                inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
-                v = tl.load(idx_ptr + ((n * C + c) * H + h) * W + w, mask=pm & inside, other=0)
-                v = tl.where(inside, v, PAD).to(tl.int64)
-                k = (c * KH + i) * KW + j
-                rows = (k * V + v) * O
-                acc += tl.load(t_ptr + rows[:, None] + o[None, :], mask=pm[:, None] & om[None, :], other=0.0)
-    out = (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None]
-    tl.store(y_ptr + out, acc, mask=pm[:, None] & om[None, :])
-
-
-@triton.jit
-def _table_scatter_kernel(idx_ptr, g_ptr, h_ptr, N, C, H, W, O, V, HO, WO, SH, SW, PH, PW, DH, DW, PAD,
-                          KH: tl.constexpr, KW: tl.constexpr, BP: tl.constexpr, BO: tl.constexpr):
-    """H[k, v, o] += G[n, o, p] for every output pixel p whose tap k reads index v (padding taps read PAD)."""
-    p = tl.program_id(0) * BP + tl.arange(0, BP)
-    k = tl.program_id(1)
     j = k % KW
     i = (k // KW) % KH
     c = k // (KW * KH)
-    pm = p < N * HO * WO
-    n, ho, wo = _pixel(p, HO, WO)
-    n = n.to(tl.int64)
     h = ho * SH - PH + i * DH
     w = wo * SW - PW + j * DW
     inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
     v = tl.load(idx_ptr + ((n * C + c) * H + h) * W + w, mask=pm & inside, other=0)
-    rows = (k.to(tl.int64) * V + tl.where(inside, v, PAD).to(tl.int64)) * O
-    for o0 in range(0, O, BO):
-        o = o0 + tl.arange(0, BO)
-        m2 = pm[:, None] & (o < O)[None, :]
+    return n, ho, wo, tl.where(inside, v, PAD).to(tl.int64), pm
+
+
+@triton.jit
+def _table_forward_kernel(idx_ptr, wi_ptr, m_ptr, y_ptr, N, C, H, W, O, VW, HO, WO, SH, SW, PH, PW, DH, DW, PAD,
+                          KH: tl.constexpr, KW: tl.constexpr, BP: tl.constexpr, BO: tl.constexpr):
+    """Y[n,o,p] = sum_k M[I[n,k,p], Wi[o,k]]: the weights are never folded into per-tap tables, M stays in cache."""
+    p = tl.program_id(0) * BP + tl.arange(0, BP)
+    o = tl.program_id(1) * BO + tl.arange(0, BO)
+    om = o < O
+    K = C * KH * KW
+    acc = tl.zeros([BP, BO], dtype=y_ptr.dtype.element_ty)
+    for k in range(K):
+        n, ho, wo, v, pm = _tap_rows(idx_ptr, p, k, N, C, H, W, HO, WO, SH, SW, PH, PW, DH, DW, PAD, KH, KW)
+        col = tl.load(wi_ptr + o * K + k, mask=om, other=0)
+        m2 = pm[:, None] & om[None, :]
+        acc += tl.load(m_ptr + v[:, None] * VW + col[None, :], mask=m2, other=0).to(y_ptr.dtype.element_ty)
+    n, ho, wo = _pixel(p, HO, WO)
+    out = (n.to(tl.int64)[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None]
+    tl.store(y_ptr + out, acc, mask=(p < N * HO * WO)[:, None] & om[None, :])
+
+
+@triton.jit
+def _table_weight_grad_kernel(idx_ptr, wi_ptr, m_ptr, g_ptr, gw_ptr, N, C, H, W, O, VW, HO, WO, SH, SW, PH, PW, DH,
+                              DW, PAD, KH: tl.constexpr, KW: tl.constexpr, BP: tl.constexpr, BO: tl.constexpr):
+    """GW[o, k] = sum_{n,p} G[n,o,p] * B[I[n,k,p], Wi[o,k]]: one program per (tap, filter block), a plain reduction
+    over the pixels (no scatter into per-tap tables, no atomics)."""
+    k = tl.program_id(0)
+    o = tl.program_id(1) * BO + tl.arange(0, BO)
+    om = o < O
+    K = C * KH * KW
+    col = tl.load(wi_ptr + o * K + k, mask=om, other=0)
+    acc = tl.zeros([BO], dtype=gw_ptr.dtype.element_ty)
+    for p0 in range(0, N * HO * WO, BP):
+        p = p0 + tl.arange(0, BP)
+        n, ho, wo, v, pm = _tap_rows(idx_ptr, p, k, N, C, H, W, HO, WO, SH, SW, PH, PW, DH, DW, PAD, KH, KW)
+        m2 = pm[:, None] & om[None, :]
         g = tl.load(g_ptr + (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None], mask=m2, other=0.0)
-        tl.atomic_add(h_ptr + rows[:, None] + o[None, :], g, mask=m2)
+        slope = tl.load(m_ptr + v[:, None] * VW + col[None, :], mask=m2, other=0.0)
+        acc += tl.sum(g * slope, axis=0)
+    tl.store(gw_ptr + o * K + k, acc, mask=om)
 
 
 def _geometry(geom):
@@ -162,63 +171,68 @@ def l1_forward(x, weight, geom):
     return y
 
 
-def _input_grad(x, index, matrix, grad_out, geom, values, table):
-    """Shared launcher of the two input-gradient kernels (`x` for l1, `index` and tables for the table layer)."""
+def _input_grad(x, index, matrix, wi, grad_out, geom, table):
+    """Shared launcher of the two input-gradient kernels (`x` and the weights for l1; `index`, A and Wi for tables)."""
     source = index if table else x
     n, c, h, w = source.shape
     o = grad_out.shape[1]
     ho, wo = grad_out.shape[2], grad_out.shape[3]
-    dtype = matrix.dtype if table else x.dtype
+    dtype = matrix.dtype
     gx = torch.empty(n, c, h, w, dtype=dtype, device=source.device)
     if gx.numel():
         grid = (triton.cdiv(gx.numel(), BLOCK_Q),)
-        _input_grad_kernel[grid](x, index, matrix, grad_out.to(dtype).contiguous(), gx, n, c, h, w, o, values, ho,
-                                 wo, *_geometry(geom), KH=geom.kernel[0], KW=geom.kernel[1], TABLE=table,
-                                 BQ=BLOCK_Q, BO=BLOCK_O, num_warps=NUM_WARPS)
+        _input_grad_kernel[grid](x, index, matrix, wi, grad_out.to(dtype).contiguous(), gx, n, c, h, w, o,
+                                 matrix.shape[-1], ho, wo, *_geometry(geom), KH=geom.kernel[0], KW=geom.kernel[1],
+                                 TABLE=table, BQ=BLOCK_Q, BO=BLOCK_O, num_warps=NUM_WARPS)
     return gx
 
 
 def l1_input_grad(x, weight, grad_out, geom):
     """GX = sum_o G * clamp(W - X, -1, 1) summed over the taps that read each input pixel, shaped like x."""
     x = x.contiguous()
-    return _input_grad(x, x, weight.to(x.dtype).contiguous(), grad_out, geom, 0, table=False)
+    weight = weight.to(x.dtype).contiguous()
+    return _input_grad(x, x, weight, weight, grad_out, geom, table=False)
 
 
-def _check_index(index, table):
-    index = index.contiguous()
-    if index.dtype not in (torch.int32, torch.int64):
-        index = index.to(torch.int32)
-    return index, table.contiguous()
+def _indices(index, wi):
+    """Contiguous int32 activation and weight indices."""
+    return index.contiguous().to(torch.int32), wi.contiguous().to(torch.int32)
 
 
-def table_forward(index, table, geom, pad_index):
-    """Y[n,o,p] = sum_k T[k, I[n,k,p], o] as (N, O, Ho, Wo) in the table's dtype; padding taps read `pad_index`."""
-    index, table = _check_index(index, table)
+def table_forward(index, wi, mat, geom, pad_index, dtype):
+    """Y[n,o,p] = sum_k mat[I[n,k,p], wi[o,k]] as (N, O, Ho, Wo) in `dtype` (exact: the caller picks float64 when
+    the sums may reach 2^24); padding taps read row `pad_index`."""
+    index, wi = _indices(index, wi)
+    mat = mat.contiguous()
     n, c, h, w = index.shape
-    _, v, o = table.shape
+    o = wi.shape[0]
     ho, wo = geom.output_size(h, w)
-    y = table.new_empty(n, o, ho, wo)
+    y = torch.empty(n, o, ho, wo, dtype=dtype, device=index.device)
     if y.numel():
         grid = (triton.cdiv(n * ho * wo, BLOCK_P), triton.cdiv(o, BLOCK_O))
-        _table_forward_kernel[grid](index, table, y, n, c, h, w, o, v, ho, wo, *_geometry(geom), int(pad_index),
-                                    KH=geom.kernel[0], KW=geom.kernel[1], BP=BLOCK_P, BO=BLOCK_O,
+        _table_forward_kernel[grid](index, wi, mat, y, n, c, h, w, o, mat.shape[1], ho, wo, *_geometry(geom),
+                                    int(pad_index), KH=geom.kernel[0], KW=geom.kernel[1], BP=BLOCK_P, BO=BLOCK_O,
                                     num_warps=NUM_WARPS)
     return y
 
 
-def table_backward(index, table, grad_out, geom, pad_index):
-    """(GX, H): input gradient sum_o G * B[k, I, o] folded onto the input (table dtype), and the gradient into the
-    tables H[k, v, o] = sum of G over the pixels whose tap k reads v (grad_out's dtype)."""
-    index, table = _check_index(index, table)
-    grad_out = grad_out.contiguous()
+def table_backward(index, wi, ma, mw, grad_out, geom, pad_index):
+    """(GX, GW): GX = sum_o G * ma[I, wi[o,k]] folded onto the input, GW[o,k] = sum_{n,p} G * mw[I, wi[o,k]]
+    (float32, (O, K)); either matrix may be None, and its gradient is then None."""
+    index, wi = _indices(index, wi)
+    grad_out = grad_out.float().contiguous()
     n, c, h, w = index.shape
-    k, v, o = table.shape
+    o, k = wi.shape
     ho, wo = grad_out.shape[2], grad_out.shape[3]
-    grad_x = _input_grad(index, index, table, grad_out, geom, v, table=True)
-    hits = grad_out.new_zeros(k, v, o)
-    if grad_out.numel():
-        grid = (triton.cdiv(n * ho * wo, BLOCK_P), k)
-        _table_scatter_kernel[grid](index, grad_out, hits, n, c, h, w, o, v, ho, wo, *_geometry(geom),
-                                    int(pad_index), KH=geom.kernel[0], KW=geom.kernel[1], BP=BLOCK_P, BO=BLOCK_O,
-                                    num_warps=NUM_WARPS)
-    return grad_x, hits
+    grad_x = grad_w = None
+    if ma is not None:
+        grad_x = _input_grad(index, index, ma.float().contiguous(), wi, grad_out, geom, table=True)
+    if mw is not None:
+        mw = mw.float().contiguous()
+        grad_w = torch.zeros(o, k, dtype=torch.float32, device=index.device)
+        if grad_w.numel():
+            grid = (k, triton.cdiv(o, BLOCK_O))
+            _table_weight_grad_kernel[grid](index, wi, mw, grad_out, grad_w, n, c, h, w, o, mw.shape[1], ho, wo,
+                                            *_geometry(geom), int(pad_index), KH=geom.kernel[0], KW=geom.kernel[1],
+                                            BP=BLOCK_P, BO=BLOCK_O, num_warps=NUM_WARPS)
+    return grad_x, grad_w
