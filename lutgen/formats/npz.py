@@ -62,8 +62,10 @@ def read_npz_arrays(path):
         raise
     except zipfile.BadZipFile:
         raise AxnetError("not an .npz LUT: not a zip archive, or a truncated one", path=path) from None
-    except NPZ_ERRORS as e:
-        raise AxnetError(f"not a readable .npz LUT ({first_line(e)})", path=path) from None
+    except PermissionError:
+        raise AxnetError("cannot read: permission denied", path=path) from None
+    except NPZ_ERRORS as e:  # zipfile seeks to offsets a damaged directory gives (EINVAL), bad headers, bad data
+        raise AxnetError(f"not a readable .npz LUT: a damaged archive ({first_line(e)})", path=path) from None
 
 
 def read_member(archive, info, path):
