@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from circuits.errors import AxnetError
+from simulator.engine import select_native
 from simulator.program import Program, compile_netlist, cover_truth_table  # noqa: F401 (re-exported)
 
 ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -53,7 +54,8 @@ def input_word_index_bits(i, start_word, words):
 
 
 class Evaluator:
-    """One thread's buffers and bound steps for a program at a fixed block size.
+    """One thread's buffers and bound steps for a program at a fixed block size (numpy), or the circuit's compiled
+    kernel (`native`, a `simulator.engine.NativeCircuit`) writing the output planes.
 
     For exhaustive runs (`exhaustive=True`) an input that is one word repeated over the whole block (inputs 0..5,
     and inputs whose run of equal words covers the block) is a read-only stride-0 view of a single word: numpy
@@ -62,11 +64,14 @@ class Evaluator:
 
     _UFUNCS = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}
 
-    def __init__(self, program, words, exhaustive=True):
+    def __init__(self, program, words, exhaustive=True, native=None):
         self.program = program
         self.words = words
         self.exhaustive = exhaustive
-        self.buffers = np.zeros((program.n_slots, words), dtype=np.uint64)
+        self.native = native
+        self._start_word = 0
+        slots = max(program.n_inputs, 1) if self.native is not None else program.n_slots
+        self.buffers = np.zeros((slots, words), dtype=np.uint64)
         rows = list(self.buffers)
         self.cells = {}  # input index -> the single word behind its stride-0 row
         self.periodic = []  # inputs that vary inside a block but repeat identically in every block
@@ -82,6 +87,11 @@ class Evaluator:
                     rows[i][:] = input_word_index_bits(i, 0, words)
         self.rows = rows
         self.bound = []
+        if self.native is not None:  # the compiled engine writes every output plane itself
+            self.out_planes = np.empty((program.n_outputs, words), dtype=np.uint64)
+            self.outputs = list(self.out_planes)
+            self._high = [i for i in self.cells if i >= 6]
+            return
         for op, dst, *src in program.steps:
             if op in self._UFUNCS:
                 self.bound.append((self._UFUNCS[op], (rows[src[0]], rows[src[1]], rows[dst])))
@@ -98,6 +108,7 @@ class Evaluator:
 
     def set_exhaustive_inputs(self, start_word):
         """Set the inputs for the block at `start_word` (a multiple of self.words): only the high inputs change."""
+        self._start_word = start_word
         for i in self._high:
             self.cells[i][0] = ALL_ONES if (start_word >> (i - 6)) & 1 else ZERO
 
@@ -108,6 +119,12 @@ class Evaluator:
 
     def run(self):
         """Evaluate every step; afterwards `self.outputs[k]` is output k's plane for the block."""
+        if self.native is not None:
+            if self.exhaustive:
+                self.native.planes(self._start_word, self.words, out=self.out_planes)
+            else:
+                self.native.eval_planes(self.buffers[:self.program.n_inputs], out=self.out_planes)
+            return self.outputs
         for fn, args in self.bound:
             fn(*args)
         return self.outputs
@@ -118,14 +135,14 @@ def _as_program(netlist_or_program):
 
 
 def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress=None, stop_word=None,
-               with_inputs=False):
+               with_inputs=False, backend="auto"):
     """Simulate every block exhaustively and yield fn(start_pattern, output_planes) in block order.
 
     `fn` runs in a worker thread on the evaluator's own buffers (a list of 1-D uint64 planes, valid only during the
     call), so reductions happen in parallel and nothing is copied unless `fn` copies it. With `with_inputs` it is
     called as fn(start_pattern, output_planes, input_planes) (read-only; repeated words may be stride-0 views).
     `stop_word` limits the run to the blocks before that word (benchmarks). `progress(n)` is called with the
-    patterns done after each block.
+    patterns done after each block. `backend`: "auto" (the compiled engine when worth building), "native", "numpy".
     """
     program = _as_program(netlist)
     words, n_blocks = block_geometry(program.n_inputs, block_words)
@@ -133,9 +150,10 @@ def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress
         n_blocks = min(n_blocks, max(1, -(-int(stop_word) // words)))
     patterns_per_block = min(64 * words, 1 << program.n_inputs)
     threads = max(1, min(int(threads), n_blocks))
+    circuit = select_native(program, backend, work=n_blocks * words * 64 * max(len(program.steps), 1))
     pool = queue.SimpleQueue()
     for _ in range(threads):
-        pool.put(Evaluator(program, words))
+        pool.put(Evaluator(program, words, native=circuit))
 
     def call(ev, block):
         ev.set_exhaustive_inputs(block * words)
@@ -250,7 +268,7 @@ def planes_to_words(planes, n_patterns=None, dtype=np.int64):
     return out if dtype is None else out.astype(dtype)
 
 
-def simulate_table(netlist, progress=None, block_words=DEFAULT_BLOCK_WORDS, threads=2):
+def simulate_table(netlist, progress=None, block_words=DEFAULT_BLOCK_WORDS, threads=2, backend="auto"):
     """Output word for every input pattern, as int64 of length 2**n_inputs (index = pattern).
 
     Refuses circuits with more than 2**26 patterns: use streaming metrics (`lutgen.metrics.stream_metrics`,
@@ -265,9 +283,18 @@ def simulate_table(netlist, progress=None, block_words=DEFAULT_BLOCK_WORDS, thre
         raise AxnetError(f"circuit '{netlist.name}' has {len(netlist.outputs)} outputs; a table entry holds at "
                          "most 63 bits", path=netlist.source)
     table = np.empty(1 << n, dtype=np.int64)
+    program = compile_netlist(netlist)
+    circuit = select_native(program, backend, work=table.size * max(len(program.steps), 1))
+    if circuit is not None:  # the compiled kernel writes the words in pattern order, its threads over each chunk
+        step = max(1 << 20, circuit.group)
+        for start in range(0, table.size, step):
+            circuit.table(start, min(step, table.size - start), table[start:], threads=threads)
+            if progress is not None:
+                progress(min(step, table.size - start))
+        return table
     per_block = None
-    blocks = map_blocks(netlist, lambda start, planes: (start, planes_to_words(planes)), block_words=block_words,
-                        threads=threads, progress=progress)
+    blocks = map_blocks(program, lambda start, planes: (start, planes_to_words(planes)), block_words=block_words,
+                        threads=threads, progress=progress, backend="numpy")
     for start, words in blocks:
         per_block = min(words.size, table.size - start) if per_block is None else per_block
         table[start:start + per_block] = words[:per_block]

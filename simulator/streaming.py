@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from circuits.errors import AxnetError
+from simulator.engine import select_native
 from simulator.exhaustive import DEFAULT_BLOCK_WORDS, Evaluator, _as_program, planes_to_words
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -34,10 +35,12 @@ def valid_mask(n_valid, words):
     return mask
 
 
-def map_random_blocks(netlist, fn, samples, seed=0, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress=None):
+def map_random_blocks(netlist, fn, samples, seed=0, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress=None,
+                      backend="auto"):
     """Simulate `samples` random patterns and yield fn(input_planes, output_planes, n_valid) per block, in order.
 
-    Only the first n_valid bits of each plane are real samples. `fn` runs in a worker thread.
+    Only the first n_valid bits of each plane are real samples. `fn` runs in a worker thread. `backend` as in
+    `simulator.exhaustive.map_blocks`.
     """
     samples = int(samples)
     if samples < 1:
@@ -47,9 +50,10 @@ def map_random_blocks(netlist, fn, samples, seed=0, block_words=DEFAULT_BLOCK_WO
     per_block = 64 * words
     n_blocks = -(-samples // per_block)
     threads = max(1, min(int(threads), n_blocks))
+    circuit = select_native(program, backend, work=n_blocks * per_block * max(len(program.steps), 1))
     pool = queue.SimpleQueue()
     for _ in range(threads):
-        pool.put(Evaluator(program, words, exhaustive=False))
+        pool.put(Evaluator(program, words, exhaustive=False, native=circuit))
 
     def work(block):
         inputs = random_input_planes(program.n_inputs, words, seed, block)
@@ -90,7 +94,8 @@ def planes_to_ints(planes, n_valid):
     return total
 
 
-def simulate_random(netlist, samples, seed=0, progress=None, block_words=DEFAULT_BLOCK_WORDS, threads=2):
+def simulate_random(netlist, samples, seed=0, progress=None, block_words=DEFAULT_BLOCK_WORDS, threads=2,
+                    backend="auto"):
     """(patterns, outputs) for `samples` uniformly random input patterns of a circuit of any width.
 
     Patterns follow the pattern = sum(in_i << i) convention. Both arrays are int64 when they fit in 63 bits and
@@ -100,7 +105,7 @@ def simulate_random(netlist, samples, seed=0, progress=None, block_words=DEFAULT
     pats, outs = [], []
     for p, o in map_random_blocks(
             netlist, lambda inputs, outputs, n: (planes_to_ints(inputs, n), planes_to_ints(outputs, n)),
-            samples, seed=seed, block_words=block_words, threads=threads, progress=progress):
+            samples, seed=seed, block_words=block_words, threads=threads, progress=progress, backend=backend):
         pats.append(p)
         outs.append(o)
     if n_out == 0:
