@@ -82,7 +82,8 @@ def parse_arith(text):
 
 
 def parse_mult(text):
-    """A multiplier from a CLI string: float | lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed][:weights=...].
+    """A multiplier from a CLI string: float | lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed][:weights=...]
+    | circuit:FILE[:mode=unsigned|signed][:weights=...] (a multiplier netlist of any width, evaluated per pair).
 
     Returns None for "float". grad defaults to "lut" when a half window w is given, else "ste".
     """
@@ -90,8 +91,15 @@ def parse_mult(text):
     kind, _, rest = text.partition(":")
     if kind == "float" and not rest:
         return None
-    usage = (f"--mult '{text}': expected float or "
-             "lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed][:weights=tensor|channel]")
+    usage = (f"--mult '{text}': expected float, "
+             "lut:PATH[:grad=lut|ste][:w=W][:mode=unsigned|signed][:weights=tensor|channel] or "
+             "circuit:FILE[:mode=unsigned|signed][:weights=tensor|channel]")
+    if kind == "circuit" and rest:
+        from dnn.arith.netlist_multiplier import NetlistMultiplier
+        path, parts = _path_and_options(rest, ("mode", "weights", "grad"))
+        options = _options(parts, text, ("mode", "weights", "grad"))
+        return NetlistMultiplier(path, mode=options.get("mode", "unsigned"), weights=options.get("weights", "tensor"),
+                                 grad=options.get("grad", "ste"))
     if kind != "lut" or not rest:
         raise AxnetError(usage)
     parts = rest.split(":")

@@ -48,7 +48,14 @@ def adder_source(program, bits):
                       '#include "netlist_layer.h"', ""])
 
 
-def _library(source):
+def mult_source(program, widths, out_bits, signed):
+    """The translation unit of the product-sum kernel for a multiplier program (inputs: activation, then weight)."""
+    return "\n".join(['#include "netlist_vec.h"', f"#define NL_WA {widths[0]}", f"#define NL_WB {widths[1]}",
+                      f"#define NL_OUT {out_bits}", f"#define NL_SIGNED {int(bool(signed))}",
+                      circuit_function(program), '#include "netlist_mult.h"', ""])
+
+
+def _library(source, entry="nl_adder_forward"):
     """The loaded library for `source`, or None (no compiler, AXNET_NATIVE=0, build failure)."""
     with _LOCK:
         if source in _MEMO:
@@ -56,7 +63,7 @@ def _library(source):
     from simulator import native
     lib = native.load_library("netlist_layer", source, CSRC)
     if lib is not None:
-        lib.nl_adder_forward.restype = None
+        getattr(lib, entry).restype = None
     with _LOCK:
         _MEMO[source] = lib
     return lib
@@ -105,4 +112,27 @@ def adder_abs_sums(program, xq, wq, geom, bits):
                          ctypes.c_void_p(out.data_ptr()), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
                          *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo), ctypes.c_int(acc_bits),
                          ctypes.c_int(torch.get_num_threads()))
+    return out
+
+
+def mult_sums(program, qx, qw, widths, out_bits, signed):
+    """out[m, o] = sum_k P(qx[m, k], qw[o, k]) as int64 (M, O) for integer-valued qx (M, K) and qw (O, K), P the
+    multiplier's product (its first `out_bits` outputs, read as signed when `signed`); None when it cannot be built.
+    """
+    lib = _library(mult_source(program, widths, out_bits, signed), "nl_mult_forward")
+    if lib is None:
+        return None
+    from dnn.kernels.netlist_torch import broadcast_planes
+    m, k = qx.shape
+    o = qw.shape[0]
+    bound = k * (1 << out_bits)
+    acc_bits = bound.bit_length() + (1 if signed else 0)
+    if acc_bits > 64:
+        return None
+    x = (qx.to(torch.int64) & ((1 << widths[0]) - 1)).to(torch.int32).contiguous()
+    planes = broadcast_planes(qw.to(torch.int64) & ((1 << widths[1]) - 1), widths[1]).permute(1, 2, 0).contiguous()
+    out = torch.empty(m, o, dtype=torch.int64)
+    lib.nl_mult_forward(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(planes.data_ptr()),
+                        ctypes.c_void_p(out.data_ptr()), ctypes.c_long(m), ctypes.c_long(k), ctypes.c_int(o),
+                        ctypes.c_int(acc_bits), ctypes.c_int(torch.get_num_threads()))
     return out

@@ -33,7 +33,9 @@ class LutProduct(torch.autograd.Function):
         qmin_a, _ = mult.qrange(0)
         qmin_b, _ = mult.qrange(1)
         iw = (qw.detach() - qmin_b).to(torch.int64)
-        if accum is None:
+        if accum is None and hasattr(mult, "product_sums"):  # a netlist multiplier evaluates its own products
+            acc = mult.product_sums(qx, qw)
+        elif accum is None:
             acc = lut_accumulate(qx.detach(), iw, mult.tables(qx.device)["values"], mult.max_abs, shift=-qmin_a)
         else:  # the products summed through the accumulator circuit; the backward stays the exact sum's
             acc = accum.mult_sums(mult, qx, qw)
