@@ -93,7 +93,7 @@ def test_eval_of_a_missing_or_foreign_checkpoint(tmp_path):
     assert r.exit_code == 2 and "none.pt: checkpoint file not found" in r.output
     (tmp_path / "x.pt").write_text("hello")
     r = CliRunner().invoke(main, ["eval", str(tmp_path / "x.pt")])
-    assert r.exit_code == 2 and "not a loadable checkpoint" in r.output
+    assert r.exit_code == 2 and "x.pt: not a checkpoint" in r.output
 
 
 def test_sweep_writes_png_csv_json(tiny_run, tmp_path):

@@ -9,6 +9,7 @@ from circuits.errors import AxnetError
 from dnn import workflow as T
 from dnn.workflow.checkpoint import check_circuit, load_checkpoint, save_checkpoint
 from dnn.data import load_mnist5k
+from dnn.models import build_model
 
 TINY = dict(model="mnist-addernet", train_limit=64, test_limit=32, batch_size=16, epochs=1)
 
@@ -80,12 +81,16 @@ def test_a_checkpoint_trained_on_one_circuit_refuses_another(tmp_path):
 def test_corrupt_or_foreign_checkpoints_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(AxnetError, match="bad.pt: not a loadable checkpoint"):
+    with pytest.raises(AxnetError, match="bad.pt: not a checkpoint"):
         load_checkpoint(bad)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(AxnetError, match="not an axnet checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
-    save_checkpoint(tmp_path / "ok.pt", {"x": 1})
+    with pytest.raises(AxnetError, match="no 'model' name"):
+        save_checkpoint(tmp_path / "x.pt", {"x": 1})
+        load_checkpoint(tmp_path / "x.pt")
+    state = build_model("mnist-cnn").state_dict()
+    save_checkpoint(tmp_path / "ok.pt", {"x": 1, "model": "mnist-cnn", "config": {}, "state_dict": state})
     assert load_checkpoint(tmp_path / "ok.pt")["x"] == 1
 
 

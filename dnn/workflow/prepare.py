@@ -43,9 +43,24 @@ def check_model_data(model_name, data):
                          f"holds {'x'.join(map(str, have))}")
 
 
+def shape_mismatch(model, state):
+    """The first entry of `state` whose shape differs from the model's, as a message, or None."""
+    expected = model.state_dict()
+    for key, value in state.items():
+        want = expected.get(key)
+        if want is not None and hasattr(value, "shape") and tuple(value.shape) != tuple(want.shape):
+            return (f"checkpoint does not fit the model: {key} has shape {tuple(value.shape)}, the model expects "
+                    f"{tuple(want.shape)}")
+    return None
+
+
 def load_model_state(model, state):
-    """Load weights into `model`; quantization scale buffers absent on either side are tolerated."""
+    """Load weights into `model`; quantization scale buffers absent on either side are tolerated, a tensor of the
+    wrong shape or a missing weight is one AxnetError naming it."""
     state = strip_module_prefix(dict(state))
+    wrong = shape_mismatch(model, state)
+    if wrong:
+        raise AxnetError(wrong)
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in list(missing) + list(unexpected) if not k.endswith("scale")]
     if bad:
@@ -56,10 +71,14 @@ def load_model_state(model, state):
         module.register_buffer(name, state[key].clone())
 
 
-def model_from_checkpoint(ckpt):
-    """A model rebuilt from a checkpoint's model name and weights."""
-    model = build_model(ckpt["model"], **ckpt.get("model_kwargs", {}))
-    load_model_state(model, ckpt["state_dict"])
+def model_from_checkpoint(ckpt, key="state_dict"):
+    """A model rebuilt from a checkpoint's model name and weights (`key`: state_dict, or train_state_dict for the
+    trained weights of a run that saves a weight average)."""
+    try:
+        model = build_model(ckpt["model"], **ckpt.get("model_kwargs", {}))
+    except TypeError as e:
+        raise AxnetError(f"checkpoint model_kwargs do not fit model {ckpt['model']}: {e}") from None
+    load_model_state(model, ckpt[key])
     return model
 
 
