@@ -6,7 +6,6 @@ that fills up mid-write, leaves the previous file intact (temporary file + renam
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
@@ -24,27 +23,15 @@ VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-@contextlib.contextmanager
-def write_run_file(path, mode="w"):
-    """`atomic_write` for a run's files: a full disk or a refused write is one AxnetError naming the file, and the
-    file's previous version stays as it was."""
-    try:
-        with atomic_write(path, mode) as f:
-            yield f
-    except OSError as e:
-        kept = "; its previous version is intact" if os.path.exists(path) else ""
-        raise AxnetError(f"cannot write: {e.strerror or e}{kept}", path=path) from None
-
-
 def save_checkpoint(path, payload):
     """Write `payload` (a dict) to `path` atomically, tagged with the checkpoint format and version.
 
-    Serialised in memory first, so a disk error surfaces as a plain OSError from the file write (not as torch's
-    RuntimeError from inside its zip writer) and becomes one line."""
+    Serialised in memory first, so a full disk surfaces as a plain OSError of the file write, which atomic_write
+    turns into one line naming the file while the previous checkpoint stays intact."""
     data = dict(payload, format=FORMAT, version=VERSION)
     buffer = io.BytesIO()
     torch.save(data, buffer)
-    with write_run_file(path, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(buffer.getbuffer())
 
 
