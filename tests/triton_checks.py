@@ -131,7 +131,9 @@ def _compare_layer(make_arith, exact_bits):
         os.environ["AXNET_TRITON"] = "0"
         want = _layer_step(make_arith, geom_kw, shape, 7)
         os.environ["AXNET_TRITON"] = "force"
-        got = _layer_step(make_arith, geom_kw, shape, 7)
+        with _Counting(_kernels(), ["l1_forward", "l1_input_grad", "table_forward", "table_backward"]) as count:
+            got = _layer_step(make_arith, geom_kw, shape, 7)
+        assert count.calls, "the layer never reached a Triton kernel"
         for name, a, b in zip(("output", "input grad", "weight grad"), got, want):
             if exact_bits and name == "output":
                 assert torch.equal(a, b), name
@@ -155,6 +157,146 @@ def check_layer_lut_adder_grad_lut():
     lut = build_lut(ripple_carry_adder(6, "ama2", 3))
     _compare_layer(lambda: LutAdder(lut, grad="lut", half_window=1), exact_bits=True)
     _compare_layer(lambda: LutAdder(lut, grad="ste"), exact_bits=True)
+
+
+class _Counting:
+    """Counts the calls of a Triton kernels module's entry points within the block, so a check can tell that the
+    dispatchers really took the Triton path."""
+
+    def __init__(self, module, names):
+        self.module, self.names, self.calls = module, names, {}
+
+    def __enter__(self):
+        self.saved = {name: getattr(self.module, name) for name in self.names}
+        for name, fn in self.saved.items():
+            def counted(*args, _fn=fn, _name=name, **kw):
+                self.calls[_name] = self.calls.get(_name, 0) + 1
+                return _fn(*args, **kw)
+            setattr(self.module, name, counted)
+        return self
+
+    def __exit__(self, *exc):
+        for name, fn in self.saved.items():
+            setattr(self.module, name, fn)
+
+
+class _TorchPath:
+    """Within the block the dispatchers pick the torch references (AXNET_TRITON=0), then Triton again."""
+
+    def __enter__(self):
+        os.environ["AXNET_TRITON"] = "0"
+
+    def __exit__(self, *exc):
+        os.environ["AXNET_TRITON"] = "force"
+
+
+def _mult_case(gen, rows, positions, filters, bits_a=4, bits_b=3, signed=True):
+    """Quantized activations (floats holding integers, as the layers pass them), weight indices, an integer-valued
+    multiplier table and gradient tables, and an output gradient."""
+    na, nb = 1 << bits_a, 1 << bits_b
+    qmin = -(na // 2) if signed else 0
+    qx = (torch.randint(0, na, (rows, positions), generator=gen) + qmin).float()
+    iw = torch.randint(0, nb, (filters, positions), generator=gen)
+    a = torch.arange(na)[:, None] + qmin
+    b = torch.arange(nb)[None, :] - nb // 2
+    values = (a * b + torch.randint(-2, 3, (na, nb), generator=gen)).float()  # a multiplier with errors
+    grads = torch.randn(na, nb, generator=gen), torch.randn(na, nb, generator=gen)
+    g = torch.randn(rows, filters, generator=gen)
+    return qx, iw, values, grads, g, -qmin
+
+
+MULT_CASES = [(5, 3, 2), (70, 9, 37), (130, 20, 5)]  # (rows M, positions K, filters O): partial and several blocks
+
+
+def check_mult_accumulate_bits():
+    from dnn.kernels import mult_ops
+    from dnn.kernels.triton import mult
+    gen = torch.Generator().manual_seed(6)
+    for rows, positions, filters in MULT_CASES:
+        for dtype in (torch.float32, torch.float64):
+            qx, iw, values, _, _, shift = _mult_case(gen, rows, positions, filters)
+            values = values.to(dtype)
+            max_abs = int(values.abs().max())
+            got = mult.lut_accumulate(qx, iw, values, max_abs, shift)
+            exact = mult_ops.reference_accumulate((qx + shift).long(), iw, values.long())
+            assert got.dtype == torch.float64 and torch.equal(got, exact.double())
+            with _TorchPath():
+                assert torch.equal(got, mult_ops.lut_accumulate(qx, iw, values, max_abs, shift))
+    qx, iw, values, _, _, shift = _mult_case(gen, 6, 4, 3)  # the float64 accumulator: sums beyond 2^24
+    big = values * float(1 << 22)
+    got = mult.lut_accumulate(qx, iw, big.double(), int(big.abs().max()), shift)
+    assert torch.equal(got, mult_ops.reference_accumulate((qx + shift).long(), iw, big.long()).double())
+
+
+def check_mult_lut_gradients():
+    from dnn.kernels import mult_ops
+    from dnn.kernels.triton import mult
+    gen = torch.Generator().manual_seed(7)
+    for rows, positions, filters in MULT_CASES:
+        qx, iw, _, (grad_a, grad_b), g, shift = _mult_case(gen, rows, positions, filters)
+        got_a = mult.lut_grad_a(qx, iw, g, grad_a, shift)
+        got_b = mult.lut_grad_b(qx, iw, g, grad_b, shift)
+        with _TorchPath():
+            want_a = mult_ops.lut_grad_a(qx, iw, g, grad_a, shift)
+            want_b = mult_ops.lut_grad_b(qx, iw, g, grad_b, shift)
+        _close(got_a, want_a, filters, 16.0)
+        _close(got_b, want_b, rows, 16.0)
+
+
+def check_mult_grad_b_slices():
+    """More rows than one program's slice: the partial sums of the slices add up to the whole reduction."""
+    from dnn.kernels import mult_ops
+    from dnn.kernels.triton import mult
+    gen = torch.Generator().manual_seed(8)
+    qx, iw, _, (_, grad_b), g, shift = _mult_case(gen, 150, 2, 3)
+    saved, mult.ROWS_PER_SLICE = mult.ROWS_PER_SLICE, 64
+    try:
+        got = mult.lut_grad_b(qx, iw, g, grad_b, shift)
+    finally:
+        mult.ROWS_PER_SLICE = saved
+    with _TorchPath():
+        _close(got, mult_ops.lut_grad_b(qx, iw, g, grad_b, shift), 150, 16.0)
+
+
+def _mult_layer_step(mult, seed):
+    """(output, input gradient, weight gradient) of an ApproxConv2d and an ApproxLinear step on `mult`."""
+    from dnn import ApproxConv2d, ApproxLinear
+    torch.manual_seed(seed)
+    conv = ApproxConv2d(3, 5, 3, padding=1, stride=(1, 2), mult=mult)
+    linear = ApproxLinear(12, 4, mult=mult)
+    x = torch.randn(2, 3, 6, 7, requires_grad=True)
+    z = torch.randn(3, 12, requires_grad=True)
+    outputs = [conv(x), linear(z)]
+    grads = torch.autograd.grad(outputs, [x, z, conv.weight, linear.weight],
+                                [torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)) for y in outputs])
+    return [y.detach() for y in outputs] + list(grads)
+
+
+def check_mult_layers():
+    """ApproxConv2d and ApproxLinear on the Triton kernels against the torch references: forward exact to the LUT
+    (the same bits), gradients (straight-through and gradient LUT) to float32 rounding."""
+    from dnn import LutMultiplier
+    from dnn.kernels import native
+    from lutgen.lut import Lut
+    native.available = lambda: False  # the references are the torch paths
+    rng = np.random.default_rng(9)
+    table = rng.integers(-500, 500, size=(32, 32))
+    lut = Lut(table=table, operands=[("a", 5), ("b", 5)], outputs=[], signed=True)
+    for grad in ("ste", "lut"):
+        mult = LutMultiplier(lut, grad=grad, half_window=1 if grad == "lut" else None)
+        with _TorchPath():
+            want = _mult_layer_step(mult, 10)
+        from dnn.kernels.triton import mult as kernels
+        with _Counting(kernels, ["lut_accumulate", "lut_grad_a", "lut_grad_b"]) as count:
+            got = _mult_layer_step(mult, 10)
+        assert count.calls.get("lut_accumulate") == 2, count.calls
+        if grad == "lut":
+            assert count.calls.get("lut_grad_a") == 2 and count.calls.get("lut_grad_b") == 2, count.calls
+        for i, (a, b) in enumerate(zip(got, want)):
+            if i < 2:
+                assert torch.equal(a, b), f"output {i}"
+            else:
+                _close(a, b, 500, max(1.0, b.abs().max().item()))
 
 
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnn.kernels import triton as triton_kernels
+
 FLOAT32_EXACT = 1 << 24  # float32 represents every integer up to this exactly
 FLOAT64_EXACT = 1 << 53
 TABLE_BLOCK = 1 << 23  # entries per folded weight-table block (32 MiB of float32)
@@ -44,11 +46,21 @@ def flat_rows(ix_block, Na, shift=0):
     return (ix_block + offsets).to(torch.int64)
 
 
+def _triton(*tensors):
+    """The Triton kernels module (`dnn.kernels.triton.mult`) when it should serve these tensors, else None."""
+    if not triton_kernels.use(*tensors):
+        return None
+    from dnn.kernels.triton import mult
+    return mult
+
+
 def lut_accumulate(ix, iw, values, max_abs, shift=0):
     """acc[m, o] = sum_k values[ix[m, k] + shift, iw[o, k]] exactly, as float64 (M, O).
 
     iw is a long index tensor; ix a long tensor, or a float tensor of integers moved to indices by `shift`.
     """
+    if kernels := _triton(ix, iw, values):
+        return kernels.lut_accumulate(ix, iw, values, max_abs, shift)
     M, K = ix.shape
     O = iw.shape[0]
     Na = values.shape[0]
@@ -75,6 +87,8 @@ def reference_accumulate(ix, iw, values, rows_per_step=256):
 
 def lut_grad_a(ix, iw, g, grad_a, shift=0):
     """dL/dq_x[m, k] = sum_o g[m, o] * dAM/dA(q_x[m, k], q_w[o, k]): rows of folded gradient tables, dotted with g."""
+    if kernels := _triton(ix, iw, g, grad_a):
+        return kernels.lut_grad_a(ix, iw, g, grad_a, shift)
     M, K = ix.shape
     O = iw.shape[0]
     Na = grad_a.shape[0]
@@ -107,6 +121,8 @@ def lut_grad_b(ix, iw, g, grad_b, shift=0):
     The output gradient is first scattered into per-position tables G[k, v, o] = sum over m with q_x[m, k] = v of
     g[m, o]; the chain rule through the gradient LUT then costs only K * 2^n * O.
     """
+    if kernels := _triton(ix, iw, g, grad_b):
+        return kernels.lut_grad_b(ix, iw, g, grad_b, shift)
     M, K = ix.shape
     O = iw.shape[0]
     Na = grad_b.shape[0]
