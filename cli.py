@@ -553,5 +553,79 @@ def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, 
         click.echo(f"wrote {out_dir}/retrain.json and retrain.md")
 
 
+# ---- design-space exploration (issue 14) -----------------------------------------------------------------------------
+# Options and calls only: dnn.workflow.explore does the work and writes RUN.
+
+@main.command("explore")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("more_circuits", nargs=-1, metavar="[PATH]...", type=click.Path())
+@click.option("--circuits", "circuits", multiple=True, metavar="PATH",
+              help="Circuit or LUT files (.blif .pla .npz .txt .csv .h) or directories of them; repeatable, and "
+                   "further paths may follow the options.")
+@click.option("--family", "families", multiple=True, metavar="SPEC",
+              help="Generated circuits, e.g. rca:8:cell=maj,ama1:k=0..8, loa:8:k=1..6, eta1:8:k=1..6, "
+                   "trunc:8:k=1..4, mul:8; with ariths-gen: ag-bam:8:h=0..2:v=0..8, ag-tm:8:k=0..6, ag-rm:8:m=1..4, "
+                   "ag-quad:8:r=4,4:p=0,2, ag-ks:8 ... Repeatable.")
+@click.option("--out", "out_dir", type=click.Path(), required=True,
+              help="Run directory: results.sqlite, results.csv, results.json, pareto.png, summary.md.")
+@click.option("--assign", type=click.Choice(["uniform", "per-layer"]), default="uniform", show_default=True,
+              help="uniform: one circuit in every layer; per-layer: sensitivities, then NSGA-II over assignments.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process pool here; ray: Ray tasks on --address or on a local Ray.")
+@click.option("--workers", type=click.IntRange(1, None), default=None,
+              help="Worker processes (local) or CPUs of a local Ray. Default: the core count.")
+@click.option("--address", default=None, metavar="HOST:PORT", help="Ray cluster to join (--engine ray).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out, skipping every design already recorded.")
+@click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
+@click.option("--limit-test", type=click.IntRange(0, None), default=0,
+              help="Use only the first N test images (0 = all).")
+@click.option("--retrain-epochs", type=click.IntRange(0, None), default=0, show_default=True,
+              help="Retrain the checkpoint through each design on the front (see --retrain-ranks) for N epochs.")
+@click.option("--retrain-ranks", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Retrain designs of the first R Pareto ranks (1 = the front only).")
+@click.option("--grad", type=click.Choice(["lut", "ste", "diff"]), default="lut", show_default=True,
+              help="Retraining backward: gradient LUT, straight-through, or the netlist back-end's differences.")
+@click.option("--half-window", type=click.IntRange(0, None), default=2, show_default=True,
+              help="Half window of the gradient LUT / difference (--grad lut, diff).")
+@click.option("--abc", is_flag=True, help="Also map each circuit with ABC (yosys-abc/berkeley-abc on PATH) onto "
+                                         "the bundled generic library and record its area.")
+@click.option("--generations", type=click.IntRange(1, None), default=100, show_default=True,
+              help="NSGA-II generations (--assign per-layer).")
+@click.option("--evaluate", "evaluate_n", type=click.IntRange(1, None), default=12, show_default=True,
+              help="Predicted per-layer assignments evaluated for real (spread over the cost axis).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search and of retraining.")
+@click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Torch threads per worker (fixed, so results do not depend on the engine).")
+@click.option("--undriven", type=click.Choice(["error", "zero"]), default="error", show_default=True,
+              help="BLIF nets read but never driven: refuse, or tie to 0.")
+@click.option("--json", "as_json", is_flag=True, help="Print the design records as JSON.")
+def explore_cmd(checkpoint, more_circuits, circuits, families, out_dir, assign, engine, workers, address, resume,
+                data_spec, limit_test, retrain_epochs, retrain_ranks, grad, half_window, abc, generations,
+                evaluate_n, seed, threads, undriven, as_json):
+    """Explore a library of circuits on a checkpoint: accuracy against hardware cost.
+
+    Adders serve an AdderNet checkpoint's adder layers, multipliers a CNN's convolution and linear layers. Designs
+    with the same truth table are one design. Progress: one line per finished design on stderr.
+    """
+    from dnn.workflow.explore import run_explore
+
+    result = run_explore(checkpoint, circuits=list(circuits) + list(more_circuits), families=list(families),
+                         out_dir=out_dir, assign=assign, engine=engine, workers=workers, address=address,
+                         resume=resume, data_spec=data_spec, test_limit=limit_test, retrain_epochs=retrain_epochs,
+                         grad=grad, half_window=half_window, retrain_ranks=retrain_ranks, abc=abc,
+                         generations=generations, evaluate=evaluate_n, seed=seed, threads=threads,
+                         undriven=undriven, show=True)
+    if as_json:
+        echo_json(result["records"])
+        return
+    front = sorted((r for r in result["records"] if r["front_rank"] == 1), key=lambda r: r["area_nand2"])
+    click.echo(f"{len(result['records'])} designs on {result['run']['model']} ({result['run']['images']} test "
+               f"images); Pareto front:")
+    train_echo_rows(("circuit", "area", "accuracy", "retrained"),
+                    [(r["circuit"], f"{r['area_nand2']:.1f}", f"{r['accuracy']:.2f}%",
+                      "" if r["retrained_accuracy"] is None else f"{r['retrained_accuracy']:.2f}%") for r in front])
+    click.echo(f"wrote {', '.join(result['files'])}")
+
+
 if __name__ == "__main__":
     main()
