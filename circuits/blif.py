@@ -30,12 +30,17 @@ from circuits.errors import AxnetError
 from circuits.files import read_text
 from circuits.netlist import Netlist, Node
 
-__all__ = ["BlifWarning", "parse_blif", "read_blif", "write_blif", "blif_text", "output_cone"]
+__all__ = ["BlifWarning", "parse_blif", "read_blif", "write_blif", "blif_text"]
 
 
 class BlifWarning(UserWarning):
     """A BLIF oddity that reading worked around (an undriven net tied to 0 with undriven="zero")."""
 
+
+# A flattened netlist larger than this is refused: a small file whose models each instantiate the next twice would
+# otherwise expand to 2^depth instances (real approximate arithmetic circuits have thousands of nodes, not millions).
+MAX_FLAT_NODES = 2_000_000
+MAX_INSTANCES = 2_000_000
 
 # Nets Yosys uses for constants; they are global (never renamed inside .subckt instances).
 YOSYS_CONSTANTS = {"$true": 1, "$false": 0, "$undef": 0}
@@ -292,6 +297,9 @@ class _Flattener:
                 return  # the same constant defined in several models
             raise AxnetError(f"net '{name}' is driven twice (first at line {self.lines[name]})", path=self.source,
                              line=line)
+        if len(self.nodes) >= MAX_FLAT_NODES:
+            raise AxnetError(f"the flattened netlist would have more than {MAX_FLAT_NODES} nodes; refusing to "
+                             "flatten it", path=self.source, line=line)
         self.nodes[name] = node
         self.lines[name] = line
 
@@ -352,6 +360,9 @@ class _Flattener:
             raise AxnetError(f"recursive .subckt: {trail}", path=self.source, line=line)
         ports_in, ports_out = set(sub.inputs), set(sub.outputs)
         self.instances += 1
+        if self.instances > MAX_INSTANCES:
+            raise AxnetError(f".subckt {sub_name}: the hierarchy expands to more than {MAX_INSTANCES} instances; "
+                             "refusing to flatten it", path=self.source, line=line)
         prefix = f"{sub_name}_{self.instances}/"
         bound, seen = {}, set()
         for formal, actual in pairs:
@@ -370,6 +381,40 @@ class _Flattener:
             if formal not in bound:  # an unconnected input reads an undriven net, caught later
                 bound[formal] = self.unique(prefix + formal)
         return sub, bound, prefix
+
+
+def expanded_size(models, top):
+    """(instances, nodes) that flattening `top` would produce, counted per model without expanding anything.
+
+    Iterative post-order over the model graph; a model on a recursive path counts as empty here (flattening
+    reports the recursion with its chain).
+    """
+    sizes, open_models, todo = {}, set(), [(top.name, False)]
+    while todo:
+        name, children_done = todo.pop()
+        model = models.get(name)
+        if model is None or name in sizes:
+            continue
+        if children_done:
+            subs = [sizes.get(sub, (0, 0)) for sub, _, _ in model.subckts]
+            sizes[name] = (sum(1 + i for i, _ in subs), len(model.covers) + sum(n for _, n in subs))
+            open_models.discard(name)
+            continue
+        if name in open_models:
+            continue
+        open_models.add(name)
+        todo.append((name, True))
+        todo.extend((sub, False) for sub, _, _ in model.subckts if sub not in sizes and sub not in open_models)
+    return sizes.get(top.name, (0, 0))
+
+
+def _check_expansion(models, top, source):
+    """Refuse, before any work, a hierarchy that would flatten to more than MAX_INSTANCES or MAX_FLAT_NODES."""
+    instances, nodes = expanded_size({m.name: m for m in models}, top)
+    if instances > MAX_INSTANCES or nodes > MAX_FLAT_NODES:
+        raise AxnetError(f"the .subckt hierarchy of model '{top.name}' expands to {instances} instances and {nodes} "
+                         f"nodes; at most {MAX_INSTANCES} and {MAX_FLAT_NODES} are flattened", path=source,
+                         line=top.line)
 
 
 # -- public API -----------------------------------------------------------------------------------------------------
@@ -392,6 +437,7 @@ def parse_blif(text, source="<string>", top=None, undriven="error"):
         if top_model is None:
             names = ", ".join(m.name for m in models)
             raise AxnetError(f"no model named '{top}' (models: {names})", path=source)
+    _check_expansion(models, top_model, source)
     flat = _Flattener(models, source)
     flat.flatten(top_model, top_model.inputs)
     netlist = Netlist(top_model.name, list(top_model.inputs), list(top_model.outputs), flat.nodes, source)
@@ -418,40 +464,17 @@ def _tie_undriven(netlist, undriven, source, lines, output_lines):
                              "on the command line, to tie undriven nets to 0)", path=source, line=reader)
 
 
-def output_cone(netlist):
-    """Every net some output depends on: the outputs and, transitively, the fanins of their drivers."""
-    seen, todo = set(netlist.outputs), list(netlist.outputs)
-    while todo:
-        node = netlist.nodes.get(todo.pop())
-        for f in node.fanins if node else ():
-            if f not in seen:
-                seen.add(f)
-                todo.append(f)
-    return seen
-
-
 def _drop_dead_undriven(netlist, source):
     """Remove the logic that reads undriven nets but reaches no output (Yosys leaves such buffers when a design
     is not purged), with one BlifWarning saying how many nets; undriven nets in an output's cone are left alone."""
-    cone = output_cone(netlist)
+    cone = netlist.output_cone()
     dead = [n for n in netlist.undriven() if n not in cone]
     if not dead:
         return
-    readers = {}
-    for node in netlist.nodes.values():
-        for f in node.fanins:
-            readers.setdefault(f, []).append(node.name)
-    doomed, todo = set(), list(dead)
-    while todo:  # everything downstream of a dead undriven net is dead too: a live node has only live fanins
-        for r in readers.get(todo.pop(), ()):
-            if r not in doomed:
-                doomed.add(r)
-                todo.append(r)
-    for name in doomed:
-        del netlist.nodes[name]
+    removed = netlist.remove_downstream(dead)  # all dead too: a live node has only live fanins
     nets = "net" if len(dead) == 1 else "nets"
     warnings.warn(f"{source}: {len(dead)} undriven {nets} (e.g. '{dead[0]}') feed only logic that reaches no "
-                  f"output; dropped that dead logic ({len(doomed)} nodes)", BlifWarning, stacklevel=4)
+                  f"output; dropped that dead logic ({len(removed)} nodes)", BlifWarning, stacklevel=4)
 
 
 def _first_reader(netlist, name, lines):

@@ -88,6 +88,33 @@ class Netlist:
         read = [f for node in self.nodes.values() for f in node.fanins] + list(self.outputs)
         return sorted({n for n in read if n not in known})
 
+    def output_cone(self):
+        """Every net some output depends on: the outputs and, transitively, the fanins of their drivers."""
+        seen, todo = set(self.outputs), list(self.outputs)
+        while todo:
+            node = self.nodes.get(todo.pop())
+            for f in node.fanins if node else ():
+                if f not in seen:
+                    seen.add(f)
+                    todo.append(f)
+        return seen
+
+    def remove_downstream(self, nets):
+        """Delete every node that reads any of `nets`, directly or through other nodes; returns their names."""
+        readers = {}
+        for node in self.nodes.values():
+            for f in node.fanins:
+                readers.setdefault(f, []).append(node.name)
+        doomed, todo = set(), list(nets)
+        while todo:
+            for r in readers.get(todo.pop(), ()):
+                if r not in doomed:
+                    doomed.add(r)
+                    todo.append(r)
+        for name in doomed:
+            del self.nodes[name]
+        return sorted(doomed)
+
     def check(self):
         """Raise AxnetError for undriven nets or cycles; return self so calls chain."""
         missing = self.undriven()

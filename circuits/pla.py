@@ -20,6 +20,7 @@ from circuits.netlist import Netlist, Node
 from circuits.truthtable import MAX_TABLE_INPUTS, espresso_cover, truth_table
 
 PLA_TYPES = ("f", "r", "fd", "fr", "dr", "fdr")
+MAX_COLUMNS = 1 << 16  # inputs or outputs; far beyond any circuit axnet can measure, and it bounds the work
 _UNSUPPORTED = (".mv", ".kiss", ".phase", ".pair", ".symbolic", ".symbolic-output", ".label")
 
 
@@ -51,8 +52,10 @@ class _PlaParser:
         return self
 
     def count(self, head, args, line):
-        if len(args) != 1 or not args[0].isdigit():
+        if len(args) != 1 or not (args[0].isascii() and args[0].isdigit()):
             raise self.error(f"{head} needs one non-negative integer", line)
+        if head != ".p" and (len(args[0]) > 7 or int(args[0]) > MAX_COLUMNS):
+            raise self.error(f"{head} {args[0]}: at most {MAX_COLUMNS} columns are supported", line)
         return int(args[0])
 
     def directive(self, head, args, line):
@@ -119,7 +122,7 @@ def _cubes_meet(x, y):
 
 def _reduce(name, inputs, cubes, polarity):
     """A node over only the inputs its cubes use; constants without fanins."""
-    used = [i for i in range(len(inputs)) if any(c[i] != "-" for c in cubes)]
+    used = sorted({i for c in cubes for i, ch in enumerate(c) if ch != "-"})  # work follows the cubes, not .i
     if not used:
         value = int(bool(cubes)) if polarity else int(not cubes)
         return Node(name, (), ("",) if value else (), 1)

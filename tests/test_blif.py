@@ -278,6 +278,27 @@ def test_subckt_hierarchy_five_thousand_levels_deep_flattens():
         parse_blif(looped + "\n", source="deep.blif")
 
 
+def test_exponential_hierarchy_is_refused_before_any_work():
+    # each model instantiates the next twice: 40 levels would flatten to 2^40 instances
+    depth = 40
+    parts = [".model m0\n.inputs a\n.outputs y\n.subckt m1 x=a y=y\n.end"]
+    for k in range(1, depth):
+        parts.append(f".model m{k}\n.inputs x\n.outputs y\n.subckt m{k + 1} x=x y=t\n.subckt m{k + 1} x=t y=y\n.end")
+    parts.append(f".model m{depth}\n.inputs x\n.outputs y\n.names x y\n0 1\n.end")
+    with pytest.raises(AxnetError, match=r"^bomb.blif:1: the .subckt hierarchy of model 'm0' expands to "
+                                         rf"{2 ** depth - 1} instances"):
+        parse_blif("\n".join(parts) + "\n", source="bomb.blif")
+
+
+def test_netlist_output_cone_and_remove_downstream():
+    nodes = {n: Node(n, f, ("1" * len(f),)) for n, f in
+             [("t", ("a",)), ("y", ("t", "b")), ("d1", ("ghost",)), ("d2", ("d1", "a")), ("d3", ("b",))]}
+    net = Netlist("m", ["a", "b"], ["y"], dict(nodes))
+    assert net.output_cone() == {"y", "t", "a", "b"}
+    assert net.remove_downstream(["ghost"]) == ["d1", "d2"]
+    assert sorted(net.nodes) == ["d3", "t", "y"]
+
+
 def test_yosys_constants_do_not_warn():
     text = ".model m\n.inputs a\n.outputs y\n.names a $true y\n11 1\n.end\n"
     with warnings.catch_warnings():

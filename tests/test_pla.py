@@ -1,5 +1,6 @@
 """PLA reader and writer, and the truth-table helpers (espresso covers, bit-parallel tables) they rest on."""
 import itertools
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -172,3 +173,18 @@ def test_written_cover_is_minimised(tmp_path):
     cubes = [line for line in (tmp_path / "a.pla").read_text().splitlines() if line and line[0] in "01-"]
     minterm_count = sum(bin(a + b).count("1") for a, b in itertools.product(range(4), range(4)))
     assert len(cubes) < minterm_count
+
+
+@pytest.mark.parametrize("text, message", [
+    (".i 30000000\n.o 1\n.e\n", ".i 30000000: at most 65536 columns"),
+    (".i 2\n.o 99999999999999999999\n.e\n", "at most 65536 columns"),
+    (".i ²\n.o 1\n.e\n", ".i needs one non-negative integer"),
+])
+def test_absurd_column_counts_are_refused_at_once(text, message):
+    with pytest.raises(AxnetError, match=re.escape(message)):
+        parse_pla(text, source="big.pla")
+
+
+def test_wide_pla_without_cubes_reads_quickly():
+    netlist = parse_pla(".i 5000\n.o 200\n.e\n")  # work follows the cubes, not inputs x outputs
+    assert len(netlist.inputs) == 5000 and all(n.cubes == () for n in netlist.nodes.values())
