@@ -2,6 +2,8 @@
 
 The fast path folds the weights into per-position tables T[k, v, o] = AM(v, q_w[o, k]) and sums table rows with
 `embedding_bag`, never looping over elements in Python; `reference_accumulate` is the plain elementwise reference.
+The layer-level ops `lut_conv_forward` / `lut_conv_backward` decide here, once each, between the compiled CPU
+kernels (`dnn.kernels.native_mult`, csrc/table.c) and these torch versions, which stay the reference and the CUDA path.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnn.kernels import native as native_kernels
+from dnn.kernels import native_mult
 from dnn.kernels import triton as triton_kernels
 
 FLOAT32_EXACT = 1 << 24  # float32 represents every integer up to this exactly
@@ -135,3 +139,130 @@ def lut_grad_b(ix, iw, g, grad_b, shift=0):
         slope = fold_block(grad_b, iw[:, k0:k0 + kb])  # (kb * Na, O)
         out[:, k0:k0 + width] = (scattered * slope).reshape(width, Na, O).sum(1).t()
     return out
+
+
+# -- the multiplier convolution: dispatchers and torch versions (a linear layer is the 1x1 case) ----------------------
+def patches(padded, kernel_size, stride, dilation):
+    """im2col as one strided view and one copy: (N*Ho*Wo, C*kh*kw) rows, channel-major like F.unfold columns."""
+    padded = padded.contiguous()
+    N, C, H, W = padded.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    h_out = (H - dh * (kh - 1) - 1) // sh + 1
+    w_out = (W - dw * (kw - 1) - 1) // sw + 1
+    sN, sC, sH, sW = padded.stride()
+    view = padded.as_strided((N, h_out, w_out, C, kh, kw), (sN, sH * sh, sW * sw, sC, sH * dh, sW * dw))
+    return view.reshape(N * h_out * w_out, C * kh * kw), h_out, w_out
+
+
+def per_output(t, outputs):
+    """A 0-dim (per-tensor) or (O,) (per-channel) quantization parameter as (O,) float64."""
+    return t.detach().to(torch.float64).reshape(-1).expand(outputs)
+
+
+def lut_matmul(cols, qw, mult, s_x, z_x, s_w, z_w):
+    """s_x s_w [sum_k AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K), float64."""
+    K = cols.shape[1]
+    iw = (qw - mult.qrange(1)[0]).to(torch.int64)
+    acc = lut_accumulate(cols, iw, mult.tables(cols.device)["values"], mult.max_abs, shift=-mult.qrange(0)[0])
+    bound = K * max(abs(q) for q in mult.qrange(0) + mult.qrange(1))
+    wide = torch.float32 if bound <= FLOAT32_EXACT else torch.float64  # sums of integers stay exact
+    sum_x = cols.to(wide).sum(1, keepdim=True).to(torch.float64)
+    sum_w = qw.to(wide).sum(1).to(torch.float64)
+    z_x, z_w = z_x.to(torch.float64), z_w.to(torch.float64)
+    inner = acc - z_w * sum_x - z_x * sum_w + K * z_x * z_w
+    return inner * (s_x.to(torch.float64) * s_w.to(torch.float64))
+
+
+def padded_patches(qx, geom, z_x):
+    """(cols, Ho, Wo): the quantized input padded with its zero point (padded taps are x = 0) and unfolded."""
+    ph, pw = geom.padding
+    return patches(F.pad(qx - z_x, (pw, pw, ph, ph)) + z_x, geom.kernel, geom.stride, geom.dilation)
+
+
+def lut_conv_forward_torch(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w):
+    """Torch version of `lut_conv_forward`: unfold, then `lut_matmul` per group (any device, any float dtype)."""
+    cols, ho, wo = padded_patches(qx, geom, z_x)
+    N, O = qx.shape[0], qw.shape[0]
+    Kg, Og = cols.shape[1] // groups, O // groups
+    outs = []
+    for g in range(groups):
+        part = slice(g * Og, (g + 1) * Og)
+        sg, zg = (s_w, z_w) if s_w.dim() == 0 else (s_w[part], z_w[part])
+        y = lut_matmul(cols[:, g * Kg:(g + 1) * Kg], qw[part].reshape(Og, Kg), mult, s_x, z_x, sg, zg)
+        outs.append(y.reshape(N, ho * wo, Og).transpose(1, 2))
+    return torch.cat(outs, 1).to(qx.dtype).reshape(N, O, ho, wo)
+
+
+def native_conv(qx, qw, mult):
+    """True when the compiled table kernels serve this layer: CPU float32 and int32 sums that cannot overflow."""
+    if qx.device.type != "cpu" or qx.dtype != torch.float32 or qx.numel() == 0 or not native_kernels.available():
+        return False
+    table = native_mult.integer_table(mult)
+    return table is not None and qw[0].numel() * table[2] < 1 << 31
+
+
+def lut_conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w, native=None):
+    """y[n, o, p] = s_x s_w[o] (sum_k AM(q_x, q_w[o]) - z_w sum q_x - z_x sum q_w + K z_x z_w), (N, O, Ho, Wo).
+
+    qx (N, C, H, W) and qw (O, C/groups, kh, kw) hold quantized values (floats); padding taps are x = z_x. The
+    integer sum is exact and scaled in float64, then rounded once to qx's dtype, by either version.
+    """
+    if native is None:
+        native = native_conv(qx, qw, mult)
+    if native:
+        return native_mult.conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w)
+    return lut_conv_forward_torch(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w)
+
+
+def ste_conv_backward(qx, qw, gs, geom, groups, z_x, z_w, needs):
+    """Straight-through gradients: the float convolution's backward at (q_x - z_x, q_w - z_w) (the exact product's
+    slopes and the zero-point terms), one compiled torch call on any device."""
+    wz = qw - per_output(z_w, qw.shape[0]).to(qw.dtype).view(-1, 1, 1, 1)
+    gx, gw, _ = torch.ops.aten.convolution_backward(
+        gs.to(qx.dtype), qx - z_x.to(qx.dtype), wz, None, list(geom.stride), list(geom.padding),
+        list(geom.dilation), False, [0, 0], groups, [bool(needs[0]), bool(needs[1]), False])
+    return gx, gw
+
+
+def lut_conv_backward_torch(qx, qw, gs, mult, geom, groups, z_x, z_w, needs):
+    """Torch version of the gradient-LUT backward: `lut_grad_a` / `lut_grad_b` per group on the unfolded input, the
+    zero-point terms, and the column gradients folded back onto the input."""
+    tables = mult.tables(qx.device)
+    shift = -mult.qrange(0)[0]
+    cols, ho, wo = padded_patches(qx, geom, z_x)
+    N, C, H, W = qx.shape
+    O = qw.shape[0]
+    Kg, Og = cols.shape[1] // groups, O // groups
+    rows = gs.float().permute(0, 2, 3, 1).reshape(-1, O)
+    zw = per_output(z_w, O).float()
+    gcols = torch.zeros_like(cols, dtype=torch.float32) if needs[0] else None
+    gw = torch.empty(O, Kg, dtype=torch.float32, device=qx.device) if needs[1] else None
+    for g in range(groups):
+        part, ks = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
+        iw = (qw[part].reshape(Og, Kg) - mult.qrange(1)[0]).to(torch.int64)
+        gg, cg = rows[:, part].contiguous(), cols[:, ks]
+        if needs[0]:
+            gcols[:, ks] = lut_grad_a(cg, iw, gg, tables["grad_a"], shift) - (gg * zw[part]).sum(1, keepdim=True)
+        if needs[1]:
+            gw[part] = lut_grad_b(cg, iw, gg, tables["grad_b"], shift) - float(z_x) * gg.sum(0)[:, None]
+    gx = None
+    if needs[0]:
+        ph, pw = geom.padding
+        folded = F.fold(gcols.reshape(N, ho * wo, -1).transpose(1, 2), (H + 2 * ph, W + 2 * pw), geom.kernel,
+                        dilation=geom.dilation, stride=geom.stride)
+        gx = folded[:, :, ph:ph + H, pw:pw + W].to(qx.dtype)
+    return gx, (gw.reshape(qw.shape).to(qw.dtype) if gw is not None else None)
+
+
+def lut_conv_backward(qx, qw, grad, mult, geom, groups, s_x, z_x, s_w, z_w, needs, native=None):
+    """(d/dq_x, d/dq_w) of `lut_conv_forward` for the output gradient `grad`: straight-through ("ste": a float
+    convolution backward) or through the gradient LUTs ("lut": compiled table kernel or the torch version)."""
+    scale = (per_output(s_w, qw.shape[0]) * s_x.detach().to(torch.float64)).view(1, -1, 1, 1)
+    gs = (grad.to(torch.float64) * scale).to(torch.float32)  # d loss / d (integer sum)
+    if mult.grad == "ste":
+        return ste_conv_backward(qx, qw, gs, geom, groups, z_x, z_w, needs)
+    if native is None:
+        native = native_conv(qx, qw, mult)
+    if native:
+        return native_mult.conv_backward(qx, qw, gs, mult, geom, groups, z_x, z_w, needs)
+    return lut_conv_backward_torch(qx, qw, gs, mult, geom, groups, z_x, z_w, needs)

@@ -22,7 +22,9 @@ from torch import nn
 
 from circuits.errors import AxnetError
 from dnn.arith.mult_quant import check_finite, quant_params, quantize
-from dnn.kernels.mult_ops import FLOAT32_EXACT, lut_accumulate, lut_grad_a, lut_grad_b
+from dnn.kernels.adder_ops import Geometry
+from dnn.kernels.mult_ops import (FLOAT32_EXACT, lut_accumulate, lut_conv_backward, lut_conv_forward, lut_grad_a,
+                                  lut_grad_b, patches)
 
 
 class LutProduct(torch.autograd.Function):
@@ -67,6 +69,24 @@ class LutProduct(torch.autograd.Function):
         gx = gx.to(ctx.dtypes[0]) if gx is not None else None
         gw = gw.to(ctx.dtypes[1]) if gw is not None else None
         return gx, gw, None, None
+
+
+class LutConv(torch.autograd.Function):
+    """The whole quantized layer product: s_x s_w (sum_k AM(q_x, q_w) - zero-point terms) over (N, C, H, W) quantized
+    activations and (O, C/groups, kh, kw) quantized weights, exact forward; see `dnn.kernels.mult_ops`."""
+
+    @staticmethod
+    def forward(ctx, qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w):
+        ctx.mult, ctx.geom, ctx.groups = mult, geom, groups
+        ctx.save_for_backward(qx, qw, s_x, z_x, s_w, z_w)
+        return lut_conv_forward(qx.detach(), qw.detach(), mult, geom, groups, s_x, z_x, s_w, z_w)
+
+    @staticmethod
+    def backward(ctx, g):
+        qx, qw, s_x, z_x, s_w, z_w = ctx.saved_tensors
+        gx, gw = lut_conv_backward(qx, qw, g, ctx.mult, ctx.geom, ctx.groups, s_x, z_x, s_w, z_w,
+                                   ctx.needs_input_grad[:2])
+        return gx, gw, None, None, None, None, None, None, None
 
 
 class ApproxMixin:
@@ -125,7 +145,10 @@ class ApproxMixin:
         return quantize(w, scale, zero, qmin, qmax), scale, zero
 
     def approx_matmul(self, cols, qw, s_x, z_x, s_w, z_w):
-        """s_x s_w [sum AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K)."""
+        """s_x s_w [sum AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K).
+
+        The reference composition (LutProduct and the zero-point terms through autograd) that `LutConv`, which the
+        layers run, is tested against."""
         K = cols.shape[1]
         acc = LutProduct.apply(cols, qw, self.mult, getattr(self, "accum", None))
         bound = K * max(abs(q) for q in self.mult.qrange(0) + self.mult.qrange(1))
@@ -136,6 +159,10 @@ class ApproxMixin:
         inner = acc - z_w * sum_x - z_x * sum_w + K * z_x * z_w
         return inner * (s_x.to(torch.float64) * s_w.to(torch.float64))
 
+    def folds_tables(self):
+        """True when the product is a value table that `LutConv` folds (no accumulator circuit, no netlist)."""
+        return getattr(self, "accum", None) is None and not hasattr(self.mult, "product_sums")
+
     def exact_or_observe(self, x):
         """True when the layer runs as its float base class (no multiplier, or calibrating)."""
         if self.observer is not None:
@@ -145,18 +172,6 @@ class ApproxMixin:
             raise AxnetError(f"accumulator {self.accum.spec}: {type(self).__name__} has no multiplier to take "
                              "products from (float); give it one, e.g. --mult lut:FILE")
         return self.mult is None or x.numel() == 0  # an empty batch has no range to quantize with
-
-
-def patches(padded, kernel_size, stride, dilation):
-    """im2col as one strided view and one copy: (N*Ho*Wo, C*kh*kw) rows, channel-major like F.unfold columns."""
-    padded = padded.contiguous()
-    N, C, H, W = padded.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    h_out = (H - dh * (kh - 1) - 1) // sh + 1
-    w_out = (W - dw * (kw - 1) - 1) // sw + 1
-    sN, sC, sH, sW = padded.stride()
-    view = padded.as_strided((N, h_out, w_out, C, kh, kw), (sN, sH * sh, sW * sw, sC, sH * dh, sW * dw))
-    return view.reshape(N * h_out * w_out, C * kh * kw), h_out, w_out
 
 
 class ApproxConv2d(ApproxMixin, nn.Conv2d):
@@ -177,11 +192,23 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
         check_finite(self.weight, "weight", self)
         qx, s_x, z_x = self.quantize_input(x)
         qw, s_w, z_w = self.quantize_weight()
+        if self.folds_tables():
+            geom = Geometry(self.kernel_size, self.stride, self.padding, self.dilation)
+            y = LutConv.apply(qx, qw, self.mult, geom, self.groups, s_x, z_x, s_w, z_w).to(x.dtype)
+        else:
+            y = self.product_conv(qx, qw, s_x, z_x, s_w, z_w).to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def product_conv(self, qx, qw, s_x, z_x, s_w, z_w):
+        """The layer product through `approx_matmul` per group on the unfolded input: the path of accumulators and
+        multipliers without a value table, and the reference `LutConv` is tested against."""
         ph, pw = self.padding
         # pad with the zero point: the padded taps are exactly x = 0, as in a float convolution
         padded = F.pad(qx - z_x, (pw, pw, ph, ph)) + z_x
         cols, h_out, w_out = patches(padded, self.kernel_size, self.stride, self.dilation)  # (N*L, C*kh*kw)
-        N = x.shape[0]
+        N = qx.shape[0]
         G = self.groups
         Kg = cols.shape[1] // G
         Og = self.out_channels // G
@@ -191,10 +218,7 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
             sg, zg = (s_w, z_w) if s_w.dim() == 0 else (s_w[g * Og:(g + 1) * Og], z_w[g * Og:(g + 1) * Og])
             y = self.approx_matmul(cols[:, g * Kg:(g + 1) * Kg], wg, s_x, z_x, sg, zg)
             outs.append(y.reshape(N, h_out * w_out, Og).transpose(1, 2))
-        y = torch.cat(outs, 1).to(x.dtype).reshape(N, self.out_channels, h_out, w_out)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
+        return torch.cat(outs, 1).reshape(N, self.out_channels, h_out, w_out)
 
     def extra_repr(self):
         text = super().extra_repr()
@@ -219,7 +243,12 @@ class ApproxLinear(ApproxMixin, nn.Linear):
                              f"expected {self.in_features}")
         qx, s_x, z_x = self.quantize_input(x.reshape(-1, self.in_features))
         qw, s_w, z_w = self.quantize_weight()
-        y = self.approx_matmul(qx, qw, s_x, z_x, s_w, z_w).to(x.dtype)
+        rows = qx.shape[0]
+        if not self.folds_tables():
+            y = self.approx_matmul(qx, qw, s_x, z_x, s_w, z_w).to(x.dtype)
+        else:
+            y = LutConv.apply(qx.reshape(rows, -1, 1, 1), qw.reshape(*qw.shape, 1, 1), self.mult, Geometry((1, 1)),
+                              1, s_x, z_x, s_w, z_w).reshape(rows, -1).to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
