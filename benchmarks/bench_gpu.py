@@ -1,0 +1,234 @@
+"""GPU speed and memory of every layer kind against cuDNN nn.Conv2d, and a ResNet-20 AdderNet training step.
+
+Prints one JSON object (and writes it to benchmarks/results/bench_gpu.json). Ratios are medians over interleaved
+pairs (cuDNN, candidate) measured in this run, so clock and thermal drift hit both sides alike. Before timing, the
+Triton kernels are checked on the GPU against the torch references at the benchmark's shapes (the test suite checks
+them only under Triton's interpreter). Targets (issue 15): exact AdderNet training step <= 2x cuDNN conv's; 8-bit
+LUT layers <= 4x; a gradient-LUT step <= 2x the STE step.
+
+    python benchmarks/bench_gpu.py [--repeats 20] [--batch 128] [--torch-path]
+
+`--torch-path` sets AXNET_TRITON=0 (the torch fallback on CUDA) to measure what the Triton kernels gain. Exits with
+status 1 and a one-line message when no CUDA device is present. Takes about a minute on an H200 (first Triton
+compilations included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from circuits.generators import array_multiplier, ripple_carry_adder  # noqa: E402
+from dnn import (Adder2d, ApproxConv2d, ExactInt, LutAdder, LutMultiplier, adaptive_lr_scale_,  # noqa: E402
+                 build_model, set_arith)
+from dnn.kernels import triton as triton_kernels  # noqa: E402
+from lutgen.lut import build_lut  # noqa: E402
+
+SHAPES = {"resnet20_16x32x32": (16, 16, 32), "resnet20_64x8x8": (64, 64, 8)}  # (in, out channels, image size)
+TARGETS = {"exact_step": 2.0, "lut8_layer": 4.0, "gradlut_vs_ste_step": 2.0}
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _time(fn):
+    _sync()
+    start = time.perf_counter()
+    fn()
+    _sync()
+    return time.perf_counter() - start
+
+
+def paired(base, candidate, repeats):
+    """Median times (ms) of base and candidate and the median per-pair ratio candidate / base, interleaved."""
+    for _ in range(2):  # warm up: Triton compiles and cuDNN picks its algorithm on the first calls
+        base(), candidate()
+    pairs = [(_time(base), _time(candidate)) for _ in range(repeats)]
+    return {"base_ms": round(1e3 * statistics.median(p[0] for p in pairs), 3),
+            "candidate_ms": round(1e3 * statistics.median(p[1] for p in pairs), 3),
+            "ratio": round(statistics.median(p[1] / p[0] for p in pairs), 3)}
+
+
+def layer_kinds():
+    """name -> (module factory taking (cin, cout), whether it is an 8-bit LUT layer)."""
+    adder_lut = build_lut(ripple_carry_adder(8, "ama2", 3))
+    mult_lut = build_lut(array_multiplier(8, 8))
+
+    def adder(arith):
+        def make(cin, cout):
+            layer = Adder2d(cin, cout, 3, padding=1)
+            layer.arith = arith
+            return layer
+        return make
+
+    def mult(m):
+        return lambda cin, cout: ApproxConv2d(cin, cout, 3, padding=1, bias=False, mult=m)
+
+    return {
+        "adder_exact_float": (adder(None), False),
+        "adder_exact_int8": (adder(ExactInt(8)), False),
+        "adder_lut8_ste": (adder(LutAdder(adder_lut)), True),
+        "adder_lut8_gradlut": (adder(LutAdder(adder_lut, grad="lut", half_window=2)), True),
+        "mult_lut8_ste": (mult(LutMultiplier(mult_lut, mode="unsigned")), True),
+        "mult_lut8_gradlut": (mult(LutMultiplier(mult_lut, mode="unsigned", grad="lut", half_window=2)), True),
+    }
+
+
+def forward_and_step(module, x, grad_out):
+    """(forward, training step) closures; the step is timed from a dense output gradient, as BatchNorm gives it."""
+    xr = x.clone().requires_grad_(True)
+
+    def forward():
+        with torch.no_grad():
+            module(x)
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        xr.grad = None
+        module(xr).backward(grad_out)
+    return forward, step
+
+
+def layer_benchmarks(batch, repeats, device):
+    out = {}
+    kinds = layer_kinds()
+    for shape_name, (cin, cout, size) in SHAPES.items():
+        torch.manual_seed(0)
+        x = torch.randn(batch, cin, size, size, device=device)
+        grad_out = torch.randn(batch, cout, size, size, device=device)
+        conv_fwd, conv_step = forward_and_step(nn.Conv2d(cin, cout, 3, padding=1, bias=False).to(device), x,
+                                               grad_out)
+        rows = {}
+        for name, (make, _) in kinds.items():
+            fwd, step = forward_and_step(make(cin, cout).to(device), x, grad_out)
+            rows[name] = {"forward_vs_conv": paired(conv_fwd, fwd, repeats),
+                          "step_vs_conv": paired(conv_step, step, repeats)}
+        for kind in ("adder", "mult"):
+            ste_fwd, ste_step = forward_and_step(kinds[f"{kind}_lut8_ste"][0](cin, cout).to(device), x, grad_out)
+            lut_fwd, lut_step = forward_and_step(kinds[f"{kind}_lut8_gradlut"][0](cin, cout).to(device), x,
+                                                 grad_out)
+            rows[f"{kind}_lut8_gradlut_step_vs_ste_step"] = paired(ste_step, lut_step, repeats)
+        out[shape_name] = rows
+    return out
+
+
+def resnet20_step(name, arith, batch, repeats, device):
+    """Median seconds of one SGD training step of `name` at `batch` (adaptive LR scaling for adder models) and the
+    peak GPU memory of a step."""
+    torch.manual_seed(0)
+    model = build_model(name).to(device)
+    if arith is not None:
+        set_arith(model, arith)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    target = torch.randint(0, 10, (batch,), device=device)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), target).backward()
+        adaptive_lr_scale_(model)
+        optimizer.step()
+    for _ in range(2):
+        step()
+    if device.type != "cuda":  # --smoke
+        return {"step_s": round(statistics.median(_time(step) for _ in range(repeats)), 4)}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = [_time(step) for _ in range(repeats)]
+    return {"step_s": round(statistics.median(times), 4),
+            "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def network_benchmarks(batch, repeats, device):
+    adder_lut = build_lut(ripple_carry_adder(8, "ama2", 3))
+    rows = {"cnn_cudnn": resnet20_step("resnet20-cnn", None, batch, repeats, device),
+            "addernet_float": resnet20_step("resnet20-addernet", None, batch, repeats, device),
+            "addernet_lut8_ste": resnet20_step("resnet20-addernet", LutAdder(adder_lut), batch, repeats, device),
+            "addernet_lut8_gradlut": resnet20_step("resnet20-addernet", LutAdder(adder_lut, grad="lut",
+                                                                                half_window=2),
+                                                   batch, repeats, device)}
+    base = rows["cnn_cudnn"]["step_s"]
+    for row in rows.values():
+        row["vs_cnn"] = round(row["step_s"] / base, 3)
+    rows["addernet_cuda_reference_s"] = {"AdderNetCUDA_2080Ti": 0.316, "official_code_2080Ti": 1.61}
+    return rows
+
+
+def gpu_self_check(device):
+    """Max differences of the Triton kernels from the torch references on the GPU at a ResNet-20 layer's shape."""
+    if not triton_kernels.use(torch.zeros(1, device=device)):
+        return {"skipped": "Triton path off (not installed or AXNET_TRITON=0)"}
+    from dnn.kernels import adder_ops
+    from dnn.kernels.triton import adder
+    torch.manual_seed(1)
+    geom = adder_ops.Geometry((3, 3), (1, 1), (1, 1))
+    x = torch.randn(32, 16, 32, 32, device=device)
+    w = torch.randn(16, 16, 3, 3, device=device)
+    g = torch.randn(32, 16, 32, 32, device=device)
+    want = adder_ops.l1_forward_torch(x, w, geom)
+    xi, wi = x.mul(20).round(), w.mul(20).round()
+    return {"l1_forward_rel": float(((adder.l1_forward(x, w, geom) - want).abs().max() / want.abs().max())),
+            "l1_forward_integer_equal": bool(torch.equal(adder.l1_forward(xi, wi, geom),
+                                                         adder_ops.l1_forward_torch(xi, wi, geom))),
+            "l1_input_grad_max_abs": float((adder.l1_input_grad(x, w, g, geom)
+                                            - adder_ops.l1_input_grad_torch(x, w, g, geom)).abs().max())}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--torch-path", action="store_true", help="AXNET_TRITON=0: time the torch fallback on CUDA")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_gpu.json"))
+    parser.add_argument("--smoke", action="store_true",
+                        help="run every code path on the CPU at batch 2 (no figure worth reading; checks the script)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.batch, args.repeats, args.out = 2, 1, os.devnull
+    elif not torch.cuda.is_available():
+        sys.exit("bench_gpu: no CUDA device here (torch.cuda.is_available() is False); run it on a machine with an "
+                 "NVIDIA GPU and `pip install 'axnet[gpu]'`")
+    if args.torch_path:
+        os.environ["AXNET_TRITON"] = "0"
+    device = torch.device("cpu" if args.smoke else "cuda")
+    report = {"device": "cpu (smoke)" if args.smoke else torch.cuda.get_device_name(device), "torch": torch.__version__,
+              "triton_path": triton_kernels.use(torch.zeros(1, device=device)), "batch": args.batch,
+              "self_check": gpu_self_check(device),
+              "layers": layer_benchmarks(args.batch, args.repeats, device),
+              "resnet20": network_benchmarks(args.batch, max(3, args.repeats // 2), device)}
+    report["targets"] = targets(report)
+    text = json.dumps(report, indent=2)
+    if args.out != os.devnull:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+def targets(report):
+    """Each issue target: the measured ratio (the worst over the layer shapes) and whether it is met."""
+    layers = report["layers"].values()
+    worst = {
+        "exact_step": max(r["adder_exact_float"]["step_vs_conv"]["ratio"] for r in layers),
+        "lut8_layer": max(r[k][m]["ratio"] for r in layers for k in ("adder_lut8_ste", "mult_lut8_ste")
+                          for m in ("forward_vs_conv", "step_vs_conv")),
+        "gradlut_vs_ste_step": max(r[f"{k}_lut8_gradlut_step_vs_ste_step"]["ratio"] for r in layers
+                                   for k in ("adder", "mult")),
+    }
+    return {name: {"measured": value, "target": TARGETS[name], "met": value <= TARGETS[name]}
+            for name, value in worst.items()}
+
+
+if __name__ == "__main__":
+    main()
