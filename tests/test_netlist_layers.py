@@ -220,3 +220,24 @@ def test_eval_under_a_wide_circuit(tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
     assert [0 <= row["accuracy"] <= 100 for row in rows] == [True, True]
+
+
+def test_calibration_stops_after_the_last_adder_input_with_the_same_scales():
+    from dnn.layers.calibrate import calibrate
+    from dnn.models import build_model
+    torch.manual_seed(0)
+    model = build_model("mnist-addernet")
+    model.eval()
+    batches = [torch.randn(4, 1, 28, 28) for _ in range(3)]
+    seen, calls = {}, []
+    hooks = [m.register_forward_pre_hook(lambda m, i, name=name: seen.__setitem__(name, max(
+        seen.get(name, 0.0), float(i[0].abs().max())))) for name, m in (("conv1", model.conv1), ("conv2", model.conv2))]
+    with torch.no_grad():
+        for b in batches:
+            model(b)
+    for h in hooks:
+        h.remove()
+    model.fc.register_forward_hook(lambda *a: calls.append(1))
+    scales = calibrate(model, batches, method="max", include_weights=False)
+    assert calls == []  # nothing after the last adder layer's input ran
+    assert scales == pytest.approx({"conv1": seen["conv1"], "conv2": seen["conv2"]}, rel=0, abs=0)

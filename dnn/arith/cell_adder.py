@@ -100,11 +100,11 @@ class CellAdder(_TableAdder):
     def abs_sums(self, xq, wq, geom):
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
-        if self.approx_bits == 0:  # exact addition, and the operand range rules out overflow: |w - x| exactly
-            return ExactInt(self.bits).abs_sums(xq, wq, geom)
         sums = self.netlist_sums(xq, wq, geom)
         if sums is not None:
             return sums.double()
+        if self.approx_bits == 0:  # exact addition, and the operand range rules out overflow: |w - x| exactly
+            return ExactInt(self.bits).abs_sums(xq, wq, geom)
         if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
             return native_kernels.cell_forward(xq, wq, geom, self.chunks, self.approx_bits, self.bits)
         return self.pairwise_sums(xq, wq, geom)

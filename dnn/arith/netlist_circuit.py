@@ -56,8 +56,8 @@ class TwoOperandCircuit:
         names = ", ".join(f"{op.name}[{op.width}]" for op in operands)
         if len(operands) != 2:
             raise AxnetError(f"a netlist {role} needs exactly two operands, but the inputs form {len(operands)} "
-                             f"({names}); tie a carry-in to 0: drop it from .inputs and drive it with a constant-0 node "
-                             "(`.names cin` with no rows), or rebuild the adder without one", path=self.label)
+                             f"({names}); tie a carry-in to 0: drop it from .inputs and drive it with a constant-0 "
+                             "node (`.names cin` with no rows), or rebuild the adder without one", path=self.label)
         for op in operands:
             if op.width > MAX_OPERAND_BITS:
                 raise AxnetError(f"operand {op.name} has {op.width} bits; the netlist back-ends take at most "

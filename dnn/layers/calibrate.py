@@ -37,6 +37,10 @@ def _check_method(method, percentile):
         raise AxnetError(f"--percentile {percentile}: must be in (0, 100]")
 
 
+class _AllObserved(Exception):
+    """Raised by the last observing hook of a calibration forward to stop it early."""
+
+
 @torch.no_grad()
 def calibrate(model, batches, method="max", percentile=99.99, include_weights=True):
     """Set the `scale` buffer of every adder layer from sample batches; returns {layer name: scale}.
@@ -44,18 +48,23 @@ def calibrate(model, batches, method="max", percentile=99.99, include_weights=Tr
     The activation statistic is the running max over batches of max |x| (method "max") or of the given percentile
     of |x| (method "percentile", as AdderQuant uses 99.94). With `include_weights` the scale is at least max |W| so
     no weight is clipped (use `group_clamp_weights_` afterwards to clamp large filters exactly instead).
-    `batches` yields input tensors or (input, target) pairs; the model runs in eval mode with dynamic scales.
+    `batches` yields input tensors or (input, target) pairs; the model runs in eval mode with dynamic scales, and
+    each forward stops once every adder layer has seen its input (a layer called twice in one forward is measured
+    at its first call only).
     """
     _check_method(method, percentile)
     layers = {name: m for name, m in model.named_modules() if m in set(adder_layers(model))}
     if not layers:
         raise AxnetError("calibrate: the model has no adder layers")
-    stats, hooks = {}, []
+    stats, hooks, seen_now = {}, [], set()
 
     def observer(name):
         def hook(module, inputs):
             value = _abs_statistic(inputs[0], method, percentile)
             stats[name] = torch.maximum(stats[name], value) if name in stats else value
+            seen_now.add(name)
+            if len(seen_now) == len(layers):  # every layer's input is measured: the rest of the forward is not needed
+                raise _AllObserved
         return hook
 
     was_training = model.training
@@ -68,7 +77,11 @@ def calibrate(model, batches, method="max", percentile=99.99, include_weights=Tr
         seen = 0
         for batch in batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
+            seen_now.clear()
+            try:
+                model(x)
+            except _AllObserved:  # the last adder layer itself is skipped: on approximate arithmetic the costly part
+                pass
             seen += 1
     except BaseException:
         for name, m in layers.items():
