@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from dnn.kernels import triton as triton_kernels
+
 LANE_CHUNK = 1 << 20  # lanes per temporary in `evaluate_lanes`
 
 
@@ -73,7 +75,11 @@ def run_program(program, inputs):
 
 def evaluate_lanes(program, operands, widths):
     """Output word per lane (int64) when operand k (the next `widths[k]` input slots, LSB first) holds
-    operands[k][lane]; only the low widths[k] bits of each value count. Operands: int tensors of one shape."""
+    operands[k][lane]; only the low widths[k] bits of each value count. Operands: int tensors of one shape.
+    On CUDA the generated Triton kernel of `dnn.kernels.triton.netlist` runs instead, when triton is installed."""
+    if triton_kernels.use(*operands):
+        from dnn.kernels.triton import netlist
+        return netlist.evaluate_lanes(program, operands, widths)
     shape = operands[0].shape
     flat = [t.reshape(-1).to(torch.int64) for t in operands]
     total = flat[0].numel()
