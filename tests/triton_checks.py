@@ -326,6 +326,31 @@ def check_netlist_lanes():
             assert circuit.evaluate_int(pattern) == int(got.reshape(-1)[lane])
 
 
+def check_accumulate():
+    """Sequential and tree accumulation through approximate accumulators (LOA, truncated, maj-cell ripple) against
+    the torch bit-plane path and the plain-loop reference, and through Accumulator.accumulate's dispatch."""
+    from dnn.arith import accumulate as accumulate_module
+    from dnn.arith.accumulate import Accumulator
+    from dnn.kernels.triton import accum
+    gen = torch.Generator().manual_seed(12)
+    accumulate_module.accum_native.MAX_BITS = 0  # the compiled CPU kernels off: auto then means Triton (forced)
+    for spec in ("loa:10:k=3", "trunc:9:k=2", "rca:12:cell=maj:k=4"):
+        for order in ("sequential", "tree"):
+            acc = Accumulator(spec, order=order)
+            cols = torch.randint(0, 9, (37, 7), generator=gen)  # (M, K) activation indices
+            w_index = torch.randint(0, 5, (19, 7), generator=gen)  # (O, K) weight indices
+            pair = torch.randint(0, 1 << (acc.bits - 3), (5, 9), generator=gen)  # term values
+            want = acc.accumulate(cols, w_index, pair, False, path="torch")
+            with _Counting(accum, ["accumulate"]) as count:
+                got = acc.accumulate(cols, w_index, pair, False, path="auto")
+            assert count.calls == {"accumulate": 1}, f"{spec} {order}: dispatch did not reach Triton"
+            assert torch.equal(got, want), f"{spec} {order}"
+            few = acc.accumulate(cols[:3], w_index, pair, False, path="reference")
+            assert torch.equal(got[:3], few), f"{spec} {order}: reference"
+            signed = acc.accumulate(cols, w_index, pair, True, path="auto")
+            assert torch.equal(signed, acc.accumulate(cols, w_index, pair, True, path="torch"))
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 

@@ -31,6 +31,7 @@ import torch
 
 from circuits.errors import AxnetError
 from dnn.kernels import accum_native
+from dnn.kernels import triton as triton_kernels
 from dnn.kernels.accum_ops import ORDERS, BitslicedCircuit, indexed_accumulate_torch, reference_accumulate
 
 SCHEMES = ("rca", "loa", "eta1", "trunc")
@@ -178,6 +179,11 @@ class Accumulator:
             out = accum_native.indexed_accumulate(source, cols.t(), w_index, patterns, self.order == "tree", signed)
             if out is not None:
                 return out
+        if path == "auto" and triton_kernels.use(cols):  # CUDA: the Triton kernels (dnn.kernels.triton.accum)
+            from dnn.kernels.triton import accum
+            out = accum.accumulate(self._program, self.a_inputs, self.b_inputs, self._program.output_slots, cols,
+                                   w_index.to(cols.device), patterns.to(cols.device), self.order)
+            return self.read(out, signed)
         if path == "native":
             raise AxnetError("the compiled accumulator kernel is not available on this machine")
         patterns = patterns.to(cols.device)
