@@ -18,7 +18,9 @@ from lutgen.gradient import gradient_lut
 from lutgen.lut import Lut, pattern_values
 
 WORKDIR = tempfile.mkdtemp(prefix="axnet-hostile-")
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 80 mutated files per reader in the suite (about a second each); AXNET_FUZZ_EXAMPLES=2000 for a deeper hunt.
+FUZZ = settings(max_examples=int(os.environ.get("AXNET_FUZZ_EXAMPLES", "80")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 # Fragments a hostile or broken file might contain: directives, huge or odd numbers, separators, control bytes.
 TOKENS = [b".model", b".inputs", b".outputs", b".names", b".subckt", b".end", b".conn", b".latch", b".exdc",
