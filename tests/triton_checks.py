@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from dnn.kernels import adder_ops  # noqa: E402
 from dnn.kernels.adder_ops import Geometry  # noqa: E402
 
 GEOMETRIES = [  # (geometry, input shape N, C, H, W): padding, stride, dilation, 1x1, and more pixels than one block
-    (Geometry((3, 3), (1, 1), (1, 1)), (2, 3, 7, 6)),
-    (Geometry((3, 2), (2, 1), (0, 1), (1, 2)), (3, 2, 9, 8)),
+    (Geometry((3, 3), (1, 1), (1, 1)), (2, 2, 7, 6)),
+    (Geometry((3, 2), (2, 1), (0, 1), (1, 2)), (2, 2, 9, 8)),
     (Geometry((1, 1)), (70, 5, 1, 1)),
 ]
 FILTERS = 37  # more than one block of filters (32)
@@ -58,8 +59,8 @@ def check_l1_forward_float():
 def check_l1_forward_integer_bits():
     """Integer-valued operands (the ExactInt back-end): the same bits as the reference, float32 and float64."""
     gen = torch.Generator().manual_seed(2)
-    for dtype in (torch.float32, torch.float64):
-        for geom, shape in GEOMETRIES:
+    for dtype, cases in ((torch.float32, GEOMETRIES), (torch.float64, GEOMETRIES[:1])):
+        for geom, shape in cases:
             x = torch.randint(-127, 128, shape, generator=gen).to(dtype)
             w = torch.randint(-127, 128, (FILTERS, shape[1], *geom.kernel), generator=gen).to(dtype)
             got = _kernels().l1_forward(x, w, geom)
@@ -87,8 +88,8 @@ def _table_case(gen, geom, shape, values=11, weight_values=13):
 
 def check_table_forward_bits():
     gen = torch.Generator().manual_seed(4)
-    for dtype in (torch.float32, torch.float64):
-        for geom, shape in GEOMETRIES:
+    for dtype, cases in ((torch.float32, GEOMETRIES), (torch.float64, GEOMETRIES[:1])):
+        for geom, shape in cases:
             index, wi, mat, _ = _table_case(gen, geom, shape)
             got = _kernels().table_forward(index, wi, mat, geom, 5, dtype)
             want = adder_ops.table_forward_torch(index, adder_ops.fold_table(mat.to(dtype), wi), geom, 5)
@@ -347,8 +348,9 @@ def check_accumulate():
             assert torch.equal(got, want), f"{spec} {order}"
             few = acc.accumulate(cols[:3], w_index, pair, False, path="reference")
             assert torch.equal(got[:3], few), f"{spec} {order}: reference"
-            signed = acc.accumulate(cols, w_index, pair, True, path="auto")
-            assert torch.equal(signed, acc.accumulate(cols, w_index, pair, True, path="torch"))
+            if spec.startswith("loa"):  # read as two's complement
+                signed = acc.accumulate(cols, w_index, pair, True, path="auto")
+                assert torch.equal(signed, acc.accumulate(cols, w_index, pair, True, path="torch"))
 
 
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
@@ -360,11 +362,13 @@ def main(names):
     np.random.seed(0)
     results = {}
     for name in names or CHECKS:
+        start = time.perf_counter()
         try:
             CHECKS[name]()
             results[name] = None
         except Exception:  # noqa: BLE001 - every failure is reported, with its traceback, to the test of its name
             results[name] = traceback.format_exc()
+        print(f"{name}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print(json.dumps(results))
 
 
