@@ -209,6 +209,8 @@ def test_killed_run_resumes_without_duplicates(adder_ckpt, tmp_path):
 def test_per_layer_front_is_at_least_as_good_as_uniform(adder_ckpt, tmp_path):
     from dnn.workflow.explore_search import dominates
 
+    pytest.importorskip("pymoo")
+
     out = tmp_path / "run"
     result = run(adder_ckpt, out, "--family", "loa:8:k=2..5", "--family", "trunc:8:k=3", "--assign", "per-layer",
                  "--generations", "20", "--evaluate", "6", "--workers", "1")
