@@ -158,6 +158,8 @@ def collect_designs(paths=(), families=(), undriven="error", cost=True):
             fields = cost_fields(netlist)
             if not design.cost or fields["area_nand2"] < design.cost["area_nand2"]:
                 design.cost, design.netlist, design.implementation = fields, netlist, name
+        elif netlist is not None and design.netlist is None:
+            design.netlist, design.implementation = netlist, name
     return designs
 
 
