@@ -98,17 +98,47 @@ def progress_bar(desc, total=None, unit="it"):
                 mininterval=0.5, unit_scale=True, disable=None)
 
 
-def echo_table(rows):
-    """Print (label, value) rows with the labels padded to one column."""
-    width = max((len(label) for label, _ in rows), default=0)
-    for label, value in rows:
-        click.echo(f"{label.ljust(width)}  {value}")
+def echo_table(rows, header=None):
+    """Print rows (tuples) with every column but the last padded to its widest entry; `header` first when given."""
+    rows = ([tuple(header)] if header else []) + [tuple(r) for r in rows]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))] if rows else []
+    for r in rows:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 def echo_json(data):
+    """JSON on stdout, keys in the order the data has them."""
     import json
 
     click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+class FiniteFloat(click.ParamType):
+    """A float option that refuses nan and inf (a learning rate of nan would train on NaN without a word)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            raise AxnetError(f"{param.opts[0] if param else 'option'} {value}: must be a finite number")
+        return number
+
+
+FINITE = FiniteFloat()
+
+
+def given_options(ctx, *skip):
+    """The options the user gave (not click's defaults), by parameter name, without those in `skip`."""
+    from click.core import ParameterSource
+
+    return {k: v for k, v in ctx.params.items()
+            if k not in skip and ctx.get_parameter_source(k) not in (None, ParameterSource.DEFAULT)}
 
 
 def circuit_operands(netlist, widths):
@@ -382,30 +412,17 @@ def gradlut_cmd(lut_path, half_window, boundary, method, reference, out, fmt):
 # JSON, and leave every file to dnn.workflow (atomic writes, rank 0 only under torchrun).
 
 
-def train_echo_json(data):
-    """JSON on stdout (local to the training commands)."""
-    import json
-
-    click.echo(json.dumps(data, indent=2))
-
-
-def train_echo_rows(header, rows):
-    """A plain aligned table: a header tuple and rows of strings."""
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    click.echo("  ".join(str(h).ljust(w) for h, w in zip(header, widths)).rstrip())
-    for r in rows:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
 DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR (IDX files) or cifar10:DIR."
 
 
 @main.command("train")
-@click.option("--model", "model_name", required=True, metavar="NAME",
-              help="mnist-addernet, mnist-cnn, lenet5-addernet, lenet5-cnn, resnet20-addernet, resnet20-cnn.")
+@click.option("--model", "model_name", default=None, metavar="NAME",
+              help="mnist-addernet, mnist-cnn, lenet5-addernet, lenet5-cnn, resnet20-addernet, resnet20-cnn "
+                   "(required, except with --resume).")
 @click.option("--data", "data_spec", default="mnist5k", show_default=True, help=DATA_HELP)
 @click.option("--epochs", type=int, default=None,
-              help="Training epochs (cosine schedule). Default: 30 for mnist-*, 10 otherwise.")
+              help="Training epochs (cosine schedule). Default: 30 for mnist-*, 10 otherwise. With --resume, a larger "
+                   "value extends the run (the schedule is stretched to it).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Run directory: checkpoints (last.pt, best.pt, epoch_N.pt), history.csv, curves.png.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None,
@@ -413,10 +430,10 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
                    "Default: adam for mnist-*, sgd otherwise.")
 @click.option("--batch-size", type=int, default=None,
               help="Global batch size (all ranks). Default: 16 for mnist-*, 64 otherwise.")
-@click.option("--lr", type=float, default=None, help="Initial learning rate. Default: 0.03 for mnist-*, 0.1 otherwise.")
-@click.option("--weight-decay", type=float, default=None, help="Weight decay. Default: 0 for mnist-*, 5e-4 otherwise.")
+@click.option("--lr", type=FINITE, default=None, help="Initial learning rate. Default: 0.03 for mnist-*, 0.1 otherwise.")
+@click.option("--weight-decay", type=FINITE, default=None, help="Weight decay. Default: 0 for mnist-*, 5e-4 otherwise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed: a CPU run is repeatable with it.")
-@click.option("--eta", type=float, default=0.2, show_default=True,
+@click.option("--eta", type=FINITE, default=0.2, show_default=True,
               help="AdderNet adaptive learning-rate eta (sgd only).")
 @click.option("--save-every", type=click.IntRange(1, None), default=5, show_default=True,
               help="Also keep epoch_N.pt every N epochs.")
@@ -427,46 +444,36 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--teacher", type=click.Path(dir_okay=False), default=None,
               help="Distil from this trained checkpoint (e.g. a lenet5-cnn run): loss = (1 - a) * cross-entropy + "
                    "a * T^2 * KL(teacher || student) at temperature T.")
-@click.option("--kd-alpha", type=float, default=None, help="Weight a of the distillation term (with --teacher; 0.7).")
-@click.option("--kd-temperature", type=float, default=None, help="Distillation temperature T (with --teacher; 4).")
-@click.option("--ema", type=float, default=0.0, show_default=True, metavar="DECAY",
+@click.option("--kd-alpha", type=FINITE, default=None, help="Weight a of the distillation term (with --teacher; 0.7).")
+@click.option("--kd-temperature", type=FINITE, default=None, help="Distillation temperature T (with --teacher; 4).")
+@click.option("--ema", type=FINITE, default=0.0, show_default=True, metavar="DECAY",
               help="Evaluate and save an exponential moving average of the weights with this decay (e.g. 0.999; "
                    "0 = off).")
 @click.option("--limit", type=click.IntRange(0, None), default=0,
               help="Use only the first N training images (quick trials; 0 = all).")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (quick trials; 0 = all).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.pt, with its settings (options given must agree).")
+@click.option("--overwrite", is_flag=True, help="Replace the run --out already holds (refused without it).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr, weight_decay, seed, eta, save_every,
-              no_augment, augment_kind, teacher, kd_alpha, kd_temperature, ema, limit, limit_test, resume, as_json):
+@click.pass_context
+def train_cmd(ctx, model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr, weight_decay, seed, eta,
+              save_every, no_augment, augment_kind, teacher, kd_alpha, kd_temperature, ema, limit, limit_test, resume,
+              overwrite, as_json):
     """Float (pre)training; runs unchanged under torchrun.
 
     mnist-* models default to Adam (lr 0.03, batch 16, 30 epochs): on the seed-000 network it beats the AdderNet
     recipe (--optimizer sgd: SGD + adaptive scaling of adder gradients, lr 0.1, batch 64), whose fixed-size steps
     push the adder weights far outside the activation range. The other models default to the AdderNet recipe."""
-    import os
+    from dnn.workflow.train_options import train_from_options
 
-    from dnn.models import check_model_name
-    from dnn.workflow import TrainConfig, clean_summary, finish_distributed, run_training, train_settings
-
-    check_model_name(model_name)
-    if no_augment and augment_kind:
-        raise AxnetError(f"--augment {augment_kind} and --no-augment: give one of them")
-    if not teacher and (kd_alpha is not None or kd_temperature is not None):
-        raise AxnetError("--kd-alpha and --kd-temperature need --teacher (the checkpoint to distil from)")
-    distil = {k: v for k, v in (("kd_alpha", kd_alpha), ("kd_temperature", kd_temperature)) if v is not None}
-    settings = train_settings(model_name, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr,
-                              weight_decay=weight_decay)
-    cfg = TrainConfig(model=model_name, data=data_spec, seed=seed, eta=eta, save_every=save_every,
-                      augment=not no_augment, augment_kind=augment_kind or "", teacher=teacher or "",
-                      ema=ema, train_limit=limit, test_limit=limit_test, **distil, **settings)
-    summary = clean_summary(run_training(cfg, out_dir, resume=resume))
-    finish_distributed()
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+    options = given_options(ctx, "out_dir", "resume", "overwrite", "as_json")
+    summary = train_from_options(options, out_dir, resume=resume, overwrite=overwrite)
+    if summary is None:  # under torchrun only rank 0 reports
         return
     if as_json:
-        train_echo_json(summary)
+        echo_json(summary)
     else:
         click.echo(f"{summary['model']} on {summary['data']}: final test accuracy {summary['final_test_acc']:.2f}%, "
                    f"best {summary['best_test_acc']:.2f}%, {summary['train_seconds']:.0f} s; run in {out_dir}")
@@ -477,17 +484,20 @@ def train_cmd(model_name, data_spec, epochs, out_dir, optimizer, batch_size, lr,
 @click.option("--arith", "arith_texts", multiple=True, default=["float"], show_default=True,
               help="float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W] or cell:NAME:k=K[:width=32]; repeatable.")
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
+@click.option("--limit-test", type=click.IntRange(0, None), default=0,
+              help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def eval_cmd(checkpoint, arith_texts, data_spec, as_json):
+def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, as_json):
     """Test accuracy of a checkpoint under float, quantized exact, LUT or cell-adder arithmetic."""
     from dnn.workflow import eval_checkpoint
 
-    results = [eval_checkpoint(checkpoint, a, data_spec) for a in arith_texts]
+    results = [eval_checkpoint(checkpoint, a, data_spec, test_limit=limit_test) for a in arith_texts]
     if as_json:
-        train_echo_json(results if len(results) > 1 else results[0])
+        echo_json(results if len(results) > 1 else results[0])
         return
-    train_echo_rows(("arithmetic", "accuracy", "images", "seconds"),
-                    [(r["arith"], f"{r['accuracy']:.2f}%", r["images"], f"{r['seconds']:.1f}") for r in results])
+    click.echo(f"data {results[0]['data_used']}")
+    echo_table([(r["arith"], f"{r['accuracy']:.2f}%", r["images"], f"{r['seconds']:.1f}") for r in results],
+               header=("arithmetic", "accuracy", "images", "seconds"))
 
 
 @main.command("sweep")
@@ -498,7 +508,7 @@ def eval_cmd(checkpoint, arith_texts, data_spec, as_json):
 @click.option("--approx-bits", "bits_text", default="0:32", show_default=True,
               help="Approximate low bits to try: LO:HI (inclusive), LO:HI:STEP or K.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
-              help="Use only the first N test images (quicker; 0 = all).")
+              help="Use only the first N test images (quicker; 0 = the whole test set, whatever the run trained with).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write sweep.png, sweep.csv and sweep.json here.")
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
@@ -510,10 +520,11 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
     result = run_sweep(checkpoint, cell=cell, width=width, bits_text=bits_text, out_dir=out_dir, data_spec=data_spec,
                        test_limit=limit_test)
     if as_json:
-        train_echo_json(result)
+        echo_json(result)
         return
-    click.echo(f"{result['model']}, {width}-bit adder, cell {cell}; float {result['float_accuracy']:.2f}%")
-    train_echo_rows(("k", "accuracy"), [(p["approx_bits"], f"{p['accuracy']:.2f}%") for p in result["points"]])
+    click.echo(f"{result['model']}, {width}-bit adder, cell {cell}; float {result['float_accuracy']:.2f}%; "
+               f"data {result['data_used']}")
+    echo_table([(p["approx_bits"], f"{p['accuracy']:.2f}%") for p in result["points"]], header=("k", "accuracy"))
     drop = result["first_drop_over_1_point"]
     click.echo("first k more than 1 point below k=0: " + ("none" if drop is None else str(drop)))
     if out_dir:
@@ -528,7 +539,7 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
               help="Backward through the circuit: windowed-difference gradient LUT or straight-through.")
 @click.option("--half-window", type=click.IntRange(0, None), default=None, help="Gradient-LUT half window W.")
 @click.option("--epochs", type=click.IntRange(1, None), default=5, show_default=True, help="Retraining epochs.")
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Initial retraining learning rate.")
+@click.option("--lr", type=FINITE, default=0.01, show_default=True, help="Initial retraining learning rate.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch size.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the (first) retraining run.")
 @click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True,
@@ -536,19 +547,24 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 @click.option("--compare-ste", is_flag=True, help="Also retrain with STE from the same start, for the table.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Directory for retrain.json, retrain.md and the retrained runs.")
-@click.option("--resume", is_flag=True, help="Continue interrupted retraining runs in --out.")
+@click.option("--resume", is_flag=True, help="Continue interrupted retraining runs in --out (a larger --epochs "
+                                           "extends finished ones).")
+@click.option("--overwrite", is_flag=True, help="Replace the retraining results --out already holds.")
+@click.option("--limit-test", type=click.IntRange(0, None), default=0,
+              help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, seeds, compare_ste, out_dir,
-                resume, as_json):
+                resume, overwrite, limit_test, as_json):
     """Approximation-aware retraining through a circuit; prints the before/after accuracy table."""
     from dnn.workflow import markdown_table, run_retrain
 
     result = run_retrain(checkpoint, circuit, grad=grad, half_window=half_window, epochs=epochs,
                          compare_ste=compare_ste, out_dir=out_dir, lr=lr, batch_size=batch_size, seed=seed,
-                         seeds=seeds, resume=resume)
+                         seeds=seeds, resume=resume, overwrite=overwrite, test_limit=limit_test)
     if as_json:
-        train_echo_json(result)
+        echo_json(result)
     else:
+        click.echo(f"data {result['data_used']}; {result['train_images']} training images")
         click.echo(markdown_table(result), nl=False)
         click.echo(f"wrote {out_dir}/retrain.json and retrain.md")
 
@@ -621,9 +637,9 @@ def explore_cmd(checkpoint, more_circuits, circuits, families, out_dir, assign, 
     front = sorted((r for r in result["records"] if r["front_rank"] == 1), key=lambda r: r["area_nand2"])
     click.echo(f"{len(result['records'])} designs on {result['run']['model']} ({result['run']['images']} test "
                f"images); Pareto front:")
-    train_echo_rows(("circuit", "area", "accuracy", "retrained"),
-                    [(r["circuit"], f"{r['area_nand2']:.1f}", f"{r['accuracy']:.2f}%",
-                      "" if r["retrained_accuracy"] is None else f"{r['retrained_accuracy']:.2f}%") for r in front])
+    echo_table([(r["circuit"], f"{r['area_nand2']:.1f}", f"{r['accuracy']:.2f}%",
+                 "" if r["retrained_accuracy"] is None else f"{r['retrained_accuracy']:.2f}%") for r in front],
+               header=("circuit", "area", "accuracy", "retrained"))
     click.echo(f"wrote {', '.join(result['files'])}")
 
 

@@ -38,6 +38,7 @@ class DataSet:
     test_y: torch.Tensor
     augment: str  # "shift" (digits: random shifts of up to 2 pixels) or "crop-flip" (CIFAR: pad-4 crop + flip)
     num_classes: int = 10
+    used: str = ""  # which images a command evaluated on, in words (set by dnn.workflow.evaluate.data_for_checkpoint)
 
     @property
     def in_channels(self):

@@ -63,8 +63,8 @@ def test_checkpoint_holds_only_safe_types_and_the_run_files_exist(tmp_path, digi
 
 def test_resume_refuses_changed_settings_and_missing_runs(tmp_path, digits):
     run(tmp_path, "r", digits)
-    cfg = T.TrainConfig(**dict(TINY, epochs=3))
-    with pytest.raises(AxnetError, match="--epochs 3 differs from the run's 1"):
+    cfg = T.TrainConfig(**dict(TINY, train_limit=48))
+    with pytest.raises(AxnetError, match="--limit 48 differs from the run's 64"):
         T.run_training(cfg, str(tmp_path / "r"), resume=True, show=False, data=digits.subset(64, 32))
     with pytest.raises(AxnetError, match="no last.pt"):
         T.run_training(cfg, str(tmp_path / "none"), resume=True, show=False)

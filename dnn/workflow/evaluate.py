@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-
 from dnn.workflow.checkpoint import load_checkpoint
 from dnn.data import load_data
 from dnn.workflow.distributed import default_device
@@ -11,13 +10,25 @@ from dnn.workflow.loop import evaluate
 from dnn.workflow.prepare import arith_label, check_model_data, model_from_checkpoint, parse_arith_text, prepare_arith
 from dnn.workflow.train import TrainConfig
 
+
 def data_for_checkpoint(ckpt, data_spec=None, test_limit=0, train_limit=0):
-    """The data a checkpoint was trained on, or the one given."""
+    """The data a checkpoint was trained on, or the one given: the whole test set unless `test_limit` (a run's
+    quick-trial --limit-test is not inherited), training images as the run had them unless `train_limit`.
+    The returned DataSet's `used` says which images in words (for the commands' reports)."""
     cfg = TrainConfig.from_dict(ckpt["config"])
     spec = data_spec or cfg.data
-    data = load_data(spec).subset(train_limit or cfg.train_limit or None, test_limit or cfg.test_limit or None)
+    full = load_data(spec)
+    data = full.subset(train_limit or cfg.train_limit or None, test_limit or None)
     check_model_data(ckpt["model"], data)
+    data.used = describe_data(data, len(full.test_x), test_limit)
     return data
+
+
+def describe_data(data, full_test, test_limit):
+    """'mnist5k: the whole test set, 1000 images' or 'mnist5k: the first 32 of 1000 test images (--limit-test 32)'."""
+    if test_limit and len(data.test_x) < full_test:
+        return f"{data.name}: the first {len(data.test_x)} of {full_test} test images (--limit-test {test_limit})"
+    return f"{data.name}: the whole test set, {len(data.test_x)} images"
 
 
 def accuracy_under(model, arith, data, device, show=False, desc="eval"):
@@ -36,4 +47,4 @@ def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0,
     t0 = time.perf_counter()
     acc = accuracy_under(model, arith, data, device, show=show)
     return {"checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
-            "arith": arith_label(arith), "accuracy": acc, "seconds": time.perf_counter() - t0}
+            "data_used": data.used, "arith": arith_label(arith), "accuracy": acc, "seconds": time.perf_counter() - t0}

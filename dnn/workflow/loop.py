@@ -30,6 +30,12 @@ def epoch_batches(n, batch_size, ctx, seed, epoch):
 EVAL_BATCH = 500
 
 
+def bar_off(show):
+    """tqdm's `disable`: off when not asked for, else None, which draws only when stderr is a terminal (a log gets
+    no carriage-return updates; the per-epoch lines are written either way)."""
+    return None if show else True
+
+
 def load_teacher(path, data, device):
     """The float model of checkpoint `path`, frozen in eval mode, to distil from; it must fit the data."""
     ckpt = load_checkpoint(path)
@@ -79,7 +85,7 @@ def train_epoch(model, raw_model, data, cfg, ctx, optimizer, epoch, show, teache
     batches = epoch_batches(len(data.train_x), cfg.batch_size, ctx, cfg.seed, epoch)
     m = cfg.micro_batches
     loss_sum = correct = count = 0.0
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not show, unit="batch")
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=bar_off(show), unit="batch")
     for idx in bar:
         x, y = data.train_x[idx], data.train_y[idx]
         if cfg.augment:
@@ -115,7 +121,7 @@ def evaluate(model, x, y, device="cpu", ctx=None, batch_size=EVAL_BATCH, show=Fa
     xs, ys = x[ctx.rank::ctx.world], y[ctx.rank::ctx.world]
     loss_sum = correct = 0.0
     starts = range(0, len(xs), batch_size)
-    for s in tqdm(starts, desc=desc, leave=False, disable=not show, unit="batch"):
+    for s in tqdm(starts, desc=desc, leave=False, disable=bar_off(show), unit="batch"):
         xb, yb = xs[s:s + batch_size].to(ctx.device), ys[s:s + batch_size].to(ctx.device)
         out = model(xb)
         loss_sum += F.cross_entropy(out, yb, reduction="sum").item()

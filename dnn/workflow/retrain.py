@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 
+from tqdm import tqdm
 
 from circuits.errors import AxnetError
-from circuits.files import file_sha256
+from circuits.files import check_output_dir, file_sha256
 from dnn.workflow.checkpoint import check_circuit, load_checkpoint
 from lutgen.files import atomic_write
 from dnn.workflow.distributed import DistContext, default_device
 from dnn.workflow.evaluate import accuracy_under, data_for_checkpoint
 from dnn.workflow.loop import evaluate, reestimate_batchnorm
 from dnn.workflow.prepare import arith_label, model_from_checkpoint
+from dnn.workflow.rundir import existing_run_files
 from dnn.workflow.train import TrainConfig, run_training, write_json
+
 
 def load_circuit_lut(path):
     """A Lut from a BLIF netlist (simulated exhaustively, as `axnet simulate` does) or a LUT file (.npz etc.)."""
@@ -35,28 +39,64 @@ def lut_width(lut):
     return widths.pop()
 
 
+def check_retrain_dir(out_dir, resume, overwrite):
+    """Before any work: `out_dir` is writable, and earlier retraining results in it are kept unless the caller
+    resumes them or overwrites them."""
+    if resume and overwrite:
+        raise AxnetError("--resume and --overwrite: give one of them (continue the retraining, or start it again)")
+    check_output_dir(out_dir, "--out")
+    if resume or overwrite:
+        return
+    found = [n for n in ("retrain.json", "retrain.md") if os.path.isfile(os.path.join(out_dir, n))]
+    found += sorted(n for n in os.listdir(out_dir)
+                    if n.startswith("retrain_") and existing_run_files(os.path.join(out_dir, n)))
+    if found:
+        raise AxnetError(f"--out {out_dir} already holds retraining results ({', '.join(found[:4])}); give --resume "
+                         "to continue them or --overwrite to replace them")
+
+
+def half_window_note(lut, grad, half_window):
+    """Which half window the gradient LUT uses when a gradient file was given, in words (None when nothing to say)."""
+    meta = lut.grad_meta or {}
+    made = meta.get("half_window") if meta.get("method") == "diff" else None
+    if grad != "lut" or lut.grads is None or made is None:
+        return None
+    if half_window is None:
+        return f"--circuit holds gradients made with half window {made}; using them"
+    if int(half_window) != int(made):
+        return (f"--half-window {half_window}: the gradient file was made with half window {made}; using "
+                f"{half_window} (gradients recomputed from the LUT's values, the file's are not used)")
+    return None
+
+
 RETRAIN_DEFAULTS = dict(lr=0.01, batch_size=64)  # retraining keeps the AdderNet recipe: SGD + adaptive scaling
 
 
 def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, compare_ste=False, out_dir="runs/retrain",
                 lr=None, batch_size=None, seed=0, data_spec=None, train_limit=0, test_limit=0, show=True,
-                resume=False, seeds=1):
+                resume=False, seeds=1, overwrite=False):
     """Approximation-aware retraining from a float checkpoint; returns the table rows (also written as JSON/md).
 
     Rows: float, quantized exact (ExactInt(n) for an n-bit LUT adder), the circuit before retraining, after
     retraining with `grad`, and with `compare_ste` after STE retraining from the same start. With `seeds` > 1 each
     retraining runs with seeds seed, seed+1, ... from the same checkpoint and its row gives the mean, the standard
-    deviation and every seed's accuracy: a difference of a few digits between two methods is run-to-run noise."""
+    deviation and every seed's accuracy: a difference of a few digits between two methods is run-to-run noise.
+    Evaluation uses the whole test set unless `test_limit`; an `out_dir` holding earlier results is refused unless
+    `resume` or `overwrite`."""
     from dnn.arith import ExactInt, LutAdder
     if grad not in ("lut", "ste"):
         raise AxnetError(f"--grad '{grad}': expected lut or ste")
     if seeds < 1:
         raise AxnetError(f"--seeds {seeds}: expected at least 1 retraining run per method")
+    check_retrain_dir(out_dir, resume, overwrite)
     ckpt = load_checkpoint(ckpt_path)
     lut = load_circuit_lut(circuit)
     n = lut_width(lut)
     if grad == "lut" and half_window is None and lut.grads is None:
         raise AxnetError("--grad lut needs --half-window W (or a gradient LUT file from `axnet gradlut`)")
+    note = half_window_note(lut, grad, half_window)
+    if note and show:
+        tqdm.write(f"axnet: note: {note}", file=sys.stderr)
     before = LutAdder(lut, grad="ste")
     check_circuit(ckpt, before.sha256, ckpt_path, "retrain")
     data = data_for_checkpoint(ckpt, data_spec, test_limit, train_limit)
@@ -86,12 +126,13 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
                               batch_size=batch_size or RETRAIN_DEFAULTS["batch_size"],
                               lr=lr or RETRAIN_DEFAULTS["lr"], optimizer="sgd", seed=s, augment=base_cfg.augment,
                               save_every=max(epochs, 1), train_limit=train_limit or base_cfg.train_limit,
-                              test_limit=test_limit or base_cfg.test_limit)
+                              test_limit=test_limit)
             # one seed keeps the plain directory name that single runs have always had
             stage_dir = os.path.join(out_dir, f"retrain_{g}" if seeds == 1 else f"retrain_{g}_seed{s}")
             extra = {"retrained_from": str(ckpt_path), "grad": g, "half_window": half_window}
             summary = run_training(cfg, stage_dir,
                                    resume=resume and os.path.isfile(os.path.join(stage_dir, "last.pt")),
+                                   overwrite=overwrite,
                                    arith=arith, init_state=ckpt["state_dict"], extra=extra, show=show, data=data,
                                    title=f"{ckpt['model']} on {data.name} ({arith_label(arith)}), seed {s}")
             accs.append(summary["final_test_acc"])  # the retrained model, with the scales it was trained with
@@ -104,7 +145,10 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
             row.update(seeds=run_seeds, per_seed=accs, std=statistics.stdev(accs), checkpoints=checkpoints)
         rows.append(row)
     result = {"checkpoint": str(ckpt_path), "circuit": str(circuit), "circuit_sha256": before.sha256,
-              "model": ckpt["model"], "data": data.name, "images": len(data.test_x), "rows": rows}
+              "model": ckpt["model"], "data": data.name, "images": len(data.test_x), "data_used": data.used,
+              "train_images": len(data.train_x), "rows": rows}
+    if note:
+        result["notes"] = [note]
     if seeds > 1 and len(stages) == 2:
         lut_row, ste_row = rows[-2], rows[-1]
         diffs = [a - b for a, b in zip(lut_row["per_seed"], ste_row["per_seed"])]
@@ -120,8 +164,9 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
 def markdown_table(result):
     """The retraining table as markdown, one row per arithmetic / stage (mean +- std over seeds where several ran)."""
     lines = [f"Model `{result['model']}` on {result['data']} ({result['images']} test images), "
-             f"circuit `{os.path.basename(result['circuit'])}`", "",
-             "| network | arithmetic | accuracy (%) | retraining epochs | seconds |", "|---|---|---:|---:|---:|"]
+             f"circuit `{os.path.basename(result['circuit'])}`", ""]
+    lines += [f"Note: {n}" for n in result.get("notes", [])] + ([""] if result.get("notes") else [])
+    lines += ["| network | arithmetic | accuracy (%) | retraining epochs | seconds |", "|---|---|---:|---:|---:|"]
     for r in result["rows"]:
         acc = f"{r['accuracy']:.2f}"
         if "per_seed" in r:

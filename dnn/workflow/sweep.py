@@ -7,12 +7,15 @@ import time
 from tqdm import tqdm
 
 from circuits.errors import AxnetError
+from circuits.files import check_output_dir
 from dnn.workflow.checkpoint import load_checkpoint
 from lutgen.files import atomic_write
 from dnn.workflow.distributed import default_device
 from dnn.workflow.evaluate import accuracy_under, data_for_checkpoint
+from dnn.workflow.loop import bar_off
 from dnn.workflow.prepare import model_from_checkpoint
 from dnn.workflow.train import write_json
+
 
 def parse_bits_range(text, width):
     """'0:32' -> [0, 1, ..., 32] (inclusive); '0:32:4' -> [0, 4, ..., 32]; '4' -> [4]; errors name --approx-bits."""
@@ -40,14 +43,16 @@ def run_sweep(ckpt_path, cell="maj", width=32, bits_text="0:32", out_dir=None, d
               show=True):
     """The seed-000 study: accuracy against the number of approximate low bits of a `width`-bit cell adder."""
     from dnn.arith.cell_adder import CellAdder
-    ckpt = load_checkpoint(ckpt_path)
     bits = parse_bits_range(bits_text, width)
+    if out_dir:
+        check_output_dir(out_dir, "--out")  # before the points are measured, not after
+    ckpt = load_checkpoint(ckpt_path)
     data = data_for_checkpoint(ckpt, data_spec, test_limit)
     device = default_device()
     float_acc = accuracy_under(model_from_checkpoint(ckpt).to(device), None, data, device)
     accuracy = []
     t0 = time.perf_counter()
-    for k in tqdm(bits, desc=f"sweep {cell}", disable=not show, unit="k"):
+    for k in tqdm(bits, desc=f"sweep {cell}", disable=bar_off(show), unit="k"):
         # a fresh model per point, as `axnet eval` does: calibration clamps weights and adds clamp biases, and a
         # point should not depend on which points were measured before it
         model = model_from_checkpoint(ckpt).to(device)
@@ -55,6 +60,7 @@ def run_sweep(ckpt_path, cell="maj", width=32, bits_text="0:32", out_dir=None, d
     baseline = accuracy[0] if bits[0] == 0 else None
     result = {
         "checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
+        "data_used": data.used,
         "cell": cell, "width": width, "float_accuracy": float_acc,
         "points": [{"approx_bits": k, "accuracy": a} for k, a in zip(bits, accuracy)],
         "first_drop_over_1_point": first_drop(bits, accuracy, baseline) if baseline is not None else None,

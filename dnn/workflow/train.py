@@ -26,10 +26,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from tqdm import tqdm
@@ -42,6 +43,7 @@ from lutgen.files import atomic_write
 from dnn.workflow.distributed import init_distributed
 from dnn.workflow.loop import WeightAverage, evaluate, load_teacher, reestimate_batchnorm, train_epoch
 from dnn.workflow.prepare import arith_label, arith_sha, check_model_data, cpu_state, load_model_state, prepare_arith
+from dnn.workflow.rundir import clear_run, extend_schedule, prepare_run_dir
 
 @dataclass
 class TrainConfig:
@@ -122,9 +124,26 @@ def make_optimizer(model, cfg):
     return optimizer, scheduler
 
 
+# The command-line option of each TrainConfig field whose name does not say it
+OPTION_NAMES = {"augment": "--no-augment", "augment_kind": "--augment", "train_limit": "--limit",
+                "test_limit": "--limit-test", "micro_batches": "micro_batches"}
+FLOAT_FIELDS = ("lr", "momentum", "weight_decay", "eta", "kd_alpha", "kd_temperature", "ema")
+
+
+def option_name(field):
+    """The command-line option that sets a TrainConfig field (`--weight-decay` for weight_decay)."""
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
 def validate_config(cfg, ctx):
     """Catch impossible settings before any work, naming the option."""
     model_input(cfg.model)
+    for name in FLOAT_FIELDS:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise AxnetError(f"{option_name(name)} {value}: must be a finite number")
+    if not 0 <= cfg.momentum < 1:
+        raise AxnetError(f"momentum {cfg.momentum}: must be in [0, 1)")
     if cfg.epochs < 1:
         raise AxnetError(f"--epochs {cfg.epochs}: must be at least 1")
     if cfg.lr <= 0:
@@ -147,18 +166,25 @@ def validate_config(cfg, ctx):
         raise AxnetError(f"--ema {cfg.ema}: the averaging decay must be in [0, 1) (e.g. 0.999; 0 = off)")
 
 
-def resume_settings(ckpt, cfg, path):
-    """A resumed run keeps its stored settings; refuse one whose options differ, naming the first that does."""
+def resume_settings(ckpt, cfg, path, given=None):
+    """The settings of a resumed run: the stored ones, where every field in `given` (None = all) must agree with
+    `cfg`, except that `--epochs` may be raised to extend the run and `--save-every` may change."""
     stored = TrainConfig.from_dict(ckpt["config"])
-    for f in fields(TrainConfig):
-        if f.name in ("save_every",):
+    names = [f.name for f in fields(TrainConfig)] if given is None else list(given)
+    for name in names:
+        a, b = getattr(stored, name), getattr(cfg, name)
+        if name == "save_every" or a == b:
             continue
-        a, b = getattr(stored, f.name), getattr(cfg, f.name)
-        if a != b:
-            option = "--" + f.name.replace("_", "-")
-            raise AxnetError(f"--resume: {option} {b} differs from the run's {a}; a resumed run keeps its settings",
+        if name == "epochs" and b > a:
+            continue
+        if name == "epochs":
+            raise AxnetError(f"--resume: --epochs {b} is below the run's {a}; a resumed run may only raise it",
                              path=path)
-    return stored
+        raise AxnetError(f"--resume: {option_name(name)} {b} differs from the run's {a}; a resumed run keeps its "
+                         "settings", path=path)
+    epochs = cfg.epochs if "epochs" in names else stored.epochs
+    save_every = cfg.save_every if "save_every" in names else stored.save_every
+    return replace(stored, epochs=max(stored.epochs, epochs), save_every=save_every)
 
 
 def write_history_csv(history, path):
@@ -202,22 +228,26 @@ def checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch, history, bes
 
 
 def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=None, show=True, title=None,
-                 data=None):
+                 data=None, overwrite=False, given=None):
     """Train per `cfg` into `out_dir` (last.pt, best.pt, epoch_NNNN.pt, history.csv, curves.png, summary.json).
 
     `arith` trains through an approximate back-end (retraining), starting from `init_state` weights when given.
-    `extra` is stored in every checkpoint. Returns the summary dict (also on ranks other than 0)."""
+    `extra` is stored in every checkpoint. A directory that already holds a run is refused unless `resume` (whose
+    stored settings must agree with the `given` fields of `cfg`, all when None; epochs may be raised) or
+    `overwrite`. Returns the summary dict (also on ranks other than 0)."""
     ctx = init_distributed()
     validate_config(cfg, ctx)
     last_path = os.path.join(out_dir, "last.pt")
+    if resume and not os.path.isfile(last_path):
+        raise AxnetError("--resume: no last.pt checkpoint in this run directory", path=out_dir)
+    replaced = prepare_run_dir(out_dir, resume, overwrite) if ctx.is_main else []
     start_epoch, history, best = 0, {k: [] for k in HISTORY_KEYS}, -1.0
     ckpt = None
     if resume:
-        if not os.path.isfile(last_path):
-            raise AxnetError("--resume: no last.pt checkpoint in this run directory", path=out_dir)
         ckpt = load_checkpoint(last_path)
         check_circuit(ckpt, arith_sha(arith), last_path, "--resume")
-        cfg = resume_settings(ckpt, cfg, last_path)
+        cfg = resume_settings(ckpt, cfg, last_path, given)
+        validate_config(cfg, ctx)
     data = data if data is not None else load_run_data(cfg)
     check_model_data(cfg.model, data)
     check_augmentation(cfg.augment_kind, data)
@@ -238,6 +268,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
             average.steps = ckpt["ema_steps"]
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        extend_schedule(optimizer, scheduler, cfg.epochs)
         start_epoch, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_acc"]
     scored = raw_model if average is None else average.model  # the model evaluated, saved and returned
     model = raw_model
@@ -248,7 +279,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     show = show and ctx.is_main
     title = title or f"{cfg.model} on {data.name} ({arith_label(arith)})"
     if ctx.is_main:
-        os.makedirs(out_dir, exist_ok=True)
+        clear_run(out_dir, replaced)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
