@@ -178,7 +178,15 @@ def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
 
 
 # -- table kernels (csrc/table.c): shared by the LUT adder and the LUT multiplier layers ------------------------------
-TILE_BYTES = 1 << 18  # int32 accumulators of one tile of output pixels: stays in L2 beside one channel's tables
+TILE_BYTES = 1 << 20  # int32 accumulators of one tile of output pixels: stay in L2 beside one channel's tables
+
+
+def _with_slack(mat):
+    """A contiguous copy of a small table with spare elements after it: the kernels' vector gathers read 32 bits at
+    the address of a 16-bit entry."""
+    flat = torch.zeros(mat.numel() + 16, dtype=mat.dtype)
+    flat[:mat.numel()] = mat.reshape(-1)
+    return flat
 
 
 def pad_index(index, geom, pad_index):
@@ -193,8 +201,8 @@ def outputs_padded(outputs):
 
 def tile_pixels(pixels, width, threads):
     """Output pixels per tile: TILE_BYTES of accumulators, and at least two tiles per thread when there is work."""
-    tile = max(16, TILE_BYTES // (4 * (width + 1)))
-    return max(1, min(tile, -(-pixels // (2 * threads))))
+    tile = max(16, TILE_BYTES // (4 * (width + 3)))
+    return max(16, min(tile, -(-pixels // (2 * threads))) // 16 * 16)
 
 
 def table_sums(padded, mat, wi, groups, geom, out_size, affine):
@@ -214,9 +222,9 @@ def table_sums(padded, mat, wi, groups, geom, out_size, affine):
     threads = torch.get_num_threads()
     tile = tile_pixels(n * ho * wo, width, threads)
     tab = _typed_buffer("table", mat.dtype, groups * kg * v * width)
-    work = _typed_buffer("table_acc", torch.int32, threads * tile * (width + 1))
+    work = _typed_buffer("table_acc", torch.int32, threads * tile * (width + 3))
     out = torch.empty(n, o, ho, wo, dtype=torch.float32)
-    mat, wi, affine = mat.contiguous(), wi.to(torch.int32).contiguous(), affine.to(torch.float64).contiguous()
+    mat, wi, affine = _with_slack(mat), wi.to(torch.int32).contiguous(), affine.to(torch.float64).contiguous()
     kernel = lib.table_sums_i16 if mat.dtype == torch.int16 else lib.table_sums_i32
     kernel(_ptr(flat), _ptr(mat), *_ints(vw, v), _ptr(wi), _ptr(tab), _ptr(work), _ptr(affine), _ptr(out),
            *_ints(n, c, hp, wp, o, groups), *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo),
@@ -251,7 +259,7 @@ def table_grads(padded, ma, bias, mw, wi, groups, geom, x_shape, rows, out_size)
     work = _work_buffer("table_grads", threads * 2 * geom.kernel[0] * geom.kernel[1] * v * width)
     gx = torch.zeros(x_shape, dtype=torch.float32) if ma is not None else None
     gw = torch.empty(o, kg, dtype=torch.float32) if mw is not None else None
-    keep = [t.float().contiguous() if t is not None else None for t in (ma, bias, mw)]  # alive during the call
+    keep = [_with_slack(t.float()) if t is not None else None for t in (ma, bias, mw)]  # alive during the call
     wi = wi.to(torch.int32).contiguous()
     ma_p, bias_p, mw_p, gx_p, gw_p = (_ptr(t) if t is not None else ctypes.c_void_p(None) for t in (*keep, gx, gw))
     lib.table_grads_f32(_ptr(flat), ma_p, bias_p, mw_p, *_ints(vw, v), _ptr(wi), _ptr(rows), gx_p, gw_p, _ptr(work),

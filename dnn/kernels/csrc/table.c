@@ -36,7 +36,39 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
         for (int j = 0; j < kw; j++) offs[i * kw + j] = i * dh * Wp + j * dw;
 }
 
-/* dst[v][o] = mat[v][wi[o][k]] (+ bias[o]) for one tap k of outputs o0..o0+Og-1; zero for Og <= o < Ogp. */
+/* dst[v][o] = mat[v][wi[o][k]] (+ bias[o]) for one tap k of outputs o0..o0+Og-1; zero for Og <= o < Ogp. With
+ * AVX-512, 16 outputs per gather (an int16 entry is read as the low half of a 32-bit load: `mat` carries slack). */
+#if defined(__AVX512F__)
+#define GATHER16(T, base, idx, mask)                                                                                \
+    (sizeof(T) == 2 ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base, 2)                      \
+                    : _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base, 4))
+#define FOLD(NAME, T)                                                                                               \
+    static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
+                     const float *bias, T *dst) {                                                                   \
+        for (int b = 0; b < Ogp; b += 16) {                                                                         \
+            int32_t w[16];                                                                                          \
+            float add[16];                                                                                          \
+            for (int l = 0; l < 16; l++) {                                                                          \
+                w[l] = b + l < Og ? wi[(long)(o0 + b + l) * Kg + k] : 0;                                           \
+                add[l] = bias && b + l < Og ? bias[o0 + b + l] : 0.0f;                                              \
+            }                                                                                                       \
+            const __mmask16 mask = (__mmask16)(Og - b >= 16 ? 0xFFFF : (1u << (Og - b)) - 1);                     \
+            __m512i idx = _mm512_loadu_si512(w);                                                                    \
+            const __m512i vw = _mm512_set1_epi32(Vw);                                                               \
+            const __m512 extra = _mm512_loadu_ps(add);                                                              \
+            for (int v = 0; v < V; v++, idx = _mm512_add_epi32(idx, vw)) {                                          \
+                const __m512i g = GATHER16(T, mat, idx, mask);                                                      \
+                T *d = dst + (long)v * Ogp + b;                                                                     \
+                if (sizeof(T) == 2)                                                                                 \
+                    _mm256_storeu_si256((__m256i *)d, _mm512_cvtepi32_epi16(g));                                    \
+                else if ((T)0.5f == 0)                                                                              \
+                    _mm512_storeu_si512(d, g);                                                                      \
+                else                                                                                                \
+                    _mm512_storeu_ps(d, _mm512_maskz_add_ps(mask, _mm512_castsi512_ps(g), extra));                 \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+#else
 #define FOLD(NAME, T)                                                                                               \
     static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
                      const float *bias, T *dst) {                                                                   \
@@ -49,9 +81,16 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
             for (int o = Og; o < Ogp; o++) d[o] = 0;                                                                \
         }                                                                                                           \
     }
+#endif
+FOLD(fold_f32, float)
 FOLD(fold_i16, int16_t)
 FOLD(fold_i32, int32_t)
-FOLD(fold_f32, float)
+
+#if defined(__AVX512F__)
+static inline i32v widen_i16(const int16_t *p) { return (i32v)_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)p)); }
+#else
+static inline i32v widen_i16(const int16_t *p) { return load_i16(p); }
+#endif
 
 /* One output pixel's sums over the taps of one channel, NV vectors of 16 outputs from o0: acc += T[k][v_k][o]. */
 #define PIXEL_SUMS(NAME, T, LOAD)                                                                                   \
@@ -66,12 +105,13 @@ FOLD(fold_f32, float)
         }                                                                                                           \
         for (int q = 0; q < NV; q++) store_i32(acc + 16 * q, r[q]);                                                 \
     }
-PIXEL_SUMS(pixel_sums_i16, int16_t, load_i16)
+PIXEL_SUMS(pixel_sums_i16, int16_t, widen_i16)
 PIXEL_SUMS(pixel_sums_i32, int32_t, load_i32)
 
 /* Dispatch on the number of 16-output vectors (up to 8 per pass), so the accumulators live in registers. */
 #define CHANNEL_PASS(NAME, T, PIX)                                                                                  \
-    static void NAME(const int32_t *base, const int *offs, int taps, const T *tab, long V, int Ogp, int32_t *acc) { \
+    static inline void NAME(const int32_t *base, const int *offs, int taps, const T *tab, long V, int Ogp,         \
+                            int32_t *acc) {                                                                         \
         for (int o0 = 0; o0 < Ogp; o0 += 128) {                                                                     \
             const T *t = tab + o0;                                                                                  \
             int32_t *a = acc + o0;                                                                                  \
@@ -90,47 +130,58 @@ PIXEL_SUMS(pixel_sums_i32, int32_t, load_i32)
 CHANNEL_PASS(channel_pass_i16, int16_t, pixel_sums_i16)
 CHANNEL_PASS(channel_pass_i32, int32_t, pixel_sums_i32)
 
-/* out[n, g*Og+o, p] = (float)(((double)acc[p][o] + a[o] + b[o] * sx[p]) * s[o]) for one tile (aff = a, b, s). */
+/* out[n, g*Og+o, p] = (float)(((double)acc[p][o] + a[o] + b[o] * sx[p]) * s[o]) for one tile (aff = a, b, s):
+ * pixel by pixel, so the row of accumulators is read once and n, p found once per pixel. */
 static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *aff, float *out, int O, int Og,
                           int Ogp, int g, long p0, long p1, long P) {
-    for (int ol = 0; ol < Og; ol++) {
-        const int o = g * Og + ol;
-        const double a = aff[o], b = aff[O + o], s = aff[2 * O + o];
-        for (long p = p0; p < p1; p++) {
-            const long n = p / P, q = p % P;
-            out[(n * O + o) * P + q] = (float)(((double)acc[(p - p0) * Ogp + ol] + a + b * sx[p - p0]) * s);
-        }
+    const double *a = aff + g * Og, *b = aff + O + g * Og, *s = aff + 2 * O + g * Og;
+    for (long p = p0; p < p1; p++) {
+        const long n = p / P, q = p % P;
+        const int32_t *row = acc + (p - p0) * Ogp;
+        const double x = sx[p - p0];
+        float *dst = out + (n * O + (long)g * Og) * P + q;
+        for (int o = 0; o < Og; o++) dst[o * P] = (float)(((double)row[o] + a[o] + b[o] * x) * s[o]);
     }
 }
 
-/* The forward sums over tiles of `tile` output pixels; work holds threads * tile * (Ogp + 1) int32. */
+/* The forward sums over tiles of `tile` output pixels; work holds threads * tile * (Ogp + 3) int32. While one
+ * channel's tables are summed, the next channel's are prefetched into L2 a few lines per pixel: the tables of all
+ * channels (K*V*Ogp entries, megabytes) come from L3 once per tile, in sequence instead of by random misses. */
 #define TABLE_SUMS(NAME, T, FOLDF, PASS)                                                                            \
     void NAME(const int32_t *ip, const T *mat, int Vw, int V, const int32_t *wi, T *tab, int32_t *work,            \
               const double *aff, float *out, int N, int C, int Hp, int Wp, int O, int G, int kh, int kw, int sh,   \
               int sw, int dh, int dw, int Ho, int Wo, int tile, int threads) {                                     \
         const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;              \
-        const long P = (long)Ho * Wo, NP = (long)N * P, tiles = (NP + tile - 1) / tile, gtab = (long)Kg * V * Ogp; \
+        const long P = (long)Ho * Wo, NP = (long)N * P, tiles = (NP + tile - 1) / tile, plane = (long)Hp * Wp;     \
+        const long ctab = (long)taps * V * Ogp, lines = (ctab * (long)sizeof(T) + 63) / 64;                       \
         int offs[taps];                                                                                             \
         tap_offsets(offs, kh, kw, dh, dw, Wp);                                                                      \
         _Pragma("omp parallel num_threads(threads)") {                                                              \
             _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
                 FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, NULL, tab + gk * V * Ogp);          \
-            int32_t *acc = work + (long)omp_get_thread_num() * tile * (Ogp + 1), *sx = acc + (long)tile * Ogp;     \
+            int32_t *acc = work + (long)omp_get_thread_num() * tile * (Ogp + 3), *sx = acc + (long)tile * Ogp;     \
+            long *pbase = (long *)(sx + tile);                                                                      \
             _Pragma("omp for schedule(dynamic, 1)") for (long t = 0; t < (long)G * tiles; t++) {                    \
                 const int g = (int)(t / tiles);                                                                     \
-                const long p0 = (t % tiles) * tile, p1 = p0 + tile < NP ? p0 + tile : NP;                           \
-                memset(acc, 0, sizeof(int32_t) * (p1 - p0) * Ogp);                                                  \
-                memset(sx, 0, sizeof(int32_t) * (p1 - p0));                                                         \
+                const long p0 = (t % tiles) * tile, p1 = p0 + tile < NP ? p0 + tile : NP, count = p1 - p0;          \
+                const long step = (lines + count - 1) / count;                                                      \
+                for (long p = p0; p < p1; p++) {                                                                    \
+                    const long n = p / P, q = p % P;                                                                \
+                    pbase[p - p0] = ((n * C + (long)g * Cg) * Hp + (q / Wo) * sh) * Wp + (q % Wo) * sw;            \
+                }                                                                                                   \
+                memset(acc, 0, sizeof(int32_t) * count * Ogp);                                                      \
+                memset(sx, 0, sizeof(int32_t) * count);                                                             \
                 for (int cl = 0; cl < Cg; cl++) {                                                                   \
-                    const long c = (long)g * Cg + cl;                                                               \
-                    const T *ctab = tab + g * gtab + (long)cl * taps * V * Ogp;                                     \
-                    for (long p = p0; p < p1; p++) {                                                                \
-                        const long n = p / P, q = p % P;                                                            \
-                        const int32_t *base = ip + ((n * C + c) * Hp + (q / Wo) * sh) * Wp + (q % Wo) * sw;         \
-                        PASS(base, offs, taps, ctab, V, Ogp, acc + (p - p0) * Ogp);                                 \
+                    const int32_t *cip = ip + cl * plane;                                                           \
+                    const T *ctable = tab + ((long)g * Cg + cl) * ctab;                                             \
+                    const char *next = (const char *)(ctable + ctab), *end = next + (cl + 1 < Cg ? lines * 64 : 0); \
+                    for (long p = 0; p < count; p++) {                                                              \
+                        const int32_t *base = cip + pbase[p];                                                       \
+                        for (long l = 0; l < step && next < end; l++, next += 64) __builtin_prefetch(next, 0, 2);   \
+                        PASS(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                      \
                         int s = 0;                                                                                  \
                         for (int k = 0; k < taps; k++) s += base[offs[k]];                                          \
-                        sx[p - p0] += s;                                                                            \
+                        sx[p] += s;                                                                                 \
                     }                                                                                               \
                 }                                                                                                   \
                 tile_epilogue(acc, sx, aff, out, O, Og, Ogp, g, p0, p1, P);                                         \
@@ -143,30 +194,42 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
 TABLE_SUMS(table_sums_i16, int16_t, fold_i16, channel_pass_i16)
 TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32)
 
-/* One padded input pixel of one channel in the backward: s = sum over the taps and the output pixels reading it of
- * dot(g[n,oh,ow,:], A[k][v][:]) (returned), and H[k][v][:] += g[n,oh,ow,:] when H is given. */
-static inline float pixel_grads(const float *grow, const int *ohs, const int *ows, int kh, int kw, int Wo, long gs,
-                                int Ogp, int V, int v, const float *A, float *H) {
-    f32v s = {0};
+/* One padded input pixel of one channel in the backward: returns s = sum over the taps and the output pixels
+ * reading it of dot(g[n,oh,ow,:], A[k][v][:]) (A given), and adds g[n,oh,ow,:] to H[k][v][:] (H given).
+ * ohs/ows: the output row (column) reading this pixel through filter row i (column j), or -1. Each 16-output
+ * block keeps its own partial dot product, so the multiply-adds of the taps do not wait on one another. */
+static inline __attribute__((always_inline)) float pixel_grads(const float *grow, const int *ohs, const int *ows,
+                                                               int kh, int kw, int Wo, long gs, int Ogp, int V,
+                                                               int v, const float *A, float *H, const int NV) {
+    f32v s[8];
+    for (int q = 0; q < NV; q++) s[q] = (f32v){0};
     for (int i = 0; i < kh; i++) {
         if (ohs[i] < 0) continue;
         for (int j = 0; j < kw; j++) {
             if (ows[j] < 0) continue;
             const long row = ((long)(i * kw + j) * V + v) * Ogp;
             const float *gv = grow + ((long)ohs[i] * Wo + ows[j]) * gs;
-            if (A && H)
-                for (int q = 0; q < Ogp; q += 16) {
-                    const f32v g = load_f32(gv + q);
-                    s += g * load_f32(A + row + q);
-                    store_f32(H + row + q, load_f32(H + row + q) + g);
+            for (int o0 = 0; o0 < Ogp; o0 += 16 * NV)
+                for (int q = 0; q < NV && o0 + 16 * q < Ogp; q++) {
+                    const f32v g = load_f32(gv + o0 + 16 * q);
+                    if (A) s[q] += g * load_f32(A + row + o0 + 16 * q);
+                    if (H) store_f32(H + row + o0 + 16 * q, load_f32(H + row + o0 + 16 * q) + g);
                 }
-            else if (A)
-                for (int q = 0; q < Ogp; q += 16) s += load_f32(gv + q) * load_f32(A + row + q);
-            else
-                for (int q = 0; q < Ogp; q += 16) store_f32(H + row + q, load_f32(H + row + q) + load_f32(gv + q));
         }
     }
-    return hsum_f32(s);
+    f32v t = s[0];
+    for (int q = 1; q < NV; q++) t += s[q];
+    return hsum_f32(t);
+}
+
+/* Output row (column) of each padded row r (column) through filter row i (column j), or -1: computed once per call,
+ * not per pixel (divisions by the stride). */
+static void reader_table(int *tab, int size, int taps, int step, int dil, int out) {
+    for (int r = 0; r < size; r++)
+        for (int i = 0; i < taps; i++) {
+            const int d = r - i * dil;
+            tab[r * taps + i] = d >= 0 && d % step == 0 && d / step < out ? d / step : -1;
+        }
 }
 
 /* gw[o][k] = sum_v H[j][v][o] * mw[v][wi[o][k]] for the taps k = cl*taps + j of one channel, 16 outputs at a
@@ -201,11 +264,14 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                      int pw, int H, int W, int threads) {
     const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;
     const long ctab = (long)taps * V * Ogp, gs = (long)G * Ogp;
+    int *rows = malloc(sizeof(int) * ((long)Hp * kh + (long)Wp * kw));
+    int *cols = rows + (long)Hp * kh;
+    reader_table(rows, Hp, kh, sh, dh, Ho);
+    reader_table(cols, Wp, kw, sw, dw, Wo);
 #pragma omp parallel num_threads(threads)
     {
-        float *A = gx ? work + (long)omp_get_thread_num() * 2 * ctab : NULL;
-        float *Hs = gw ? work + (long)omp_get_thread_num() * 2 * ctab + ctab : NULL;
-        int ohs[kh], ows[kw];
+        float *A = ma ? work + (long)omp_get_thread_num() * 2 * ctab : NULL;
+        float *Hs = mw ? work + (long)omp_get_thread_num() * 2 * ctab + ctab : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < C; c++) {
             const int g = c / Cg, cl = c % Cg;
@@ -216,27 +282,29 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
             for (int n = 0; n < N; n++) {
                 const float *grow = gt + (long)n * Ho * Wo * gs + (long)g * Ogp;
                 for (int r = 0; r < Hp; r++) {
+                    const int *ohs = rows + (long)r * kh;
                     int any = 0;
-                    for (int i = 0; i < kh; i++) {  /* output row reading padded row r through filter row i, or -1 */
-                        const int d = r - i * dh;
-                        ohs[i] = d >= 0 && d % sh == 0 && d / sh < Ho ? d / sh : -1;
-                        any |= ohs[i] >= 0;
-                    }
+                    for (int i = 0; i < kh; i++) any |= ohs[i] >= 0;
                     if (!any) continue;
                     const int inside_row = r >= ph && r < ph + H;
                     const int32_t *irow = ip + (((long)n * C + c) * Hp + r) * Wp;
+                    float *gxrow = gx && inside_row ? gx + (((long)n * C + c) * H + r - ph) * W - pw : NULL;
                     for (int col = 0; col < Wp; col++) {
-                        for (int j = 0; j < kw; j++) {
-                            const int e = col - j * dw;
-                            ows[j] = e >= 0 && e % sw == 0 && e / sw < Wo ? e / sw : -1;
+                        const int *ows = cols + (long)col * kw;
+                        float s;
+                        switch (Ogp / 16) {
+                        case 1: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 1); break;
+                        case 2: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 2); break;
+                        case 3: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 3); break;
+                        case 4: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 4); break;
+                        default: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 8); break;
                         }
-                        const float s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs);
-                        if (A && inside_row && col >= pw && col < pw + W)
-                            gx[(((long)n * C + c) * H + r - ph) * W + col - pw] = s;
+                        if (gxrow && col >= pw && col < pw + W) gxrow[col] = s;
                     }
                 }
             }
             if (Hs) channel_weight_grad(Hs, mw, Vw, V, wi, Kg, g * Og, Og, Ogp, cl, taps, gw);
         }
     }
+    free(rows);
 }
