@@ -192,6 +192,7 @@ class BlockReducer:
         self.ones = ~self.zero
         self.exact_signed = self.signed or reference == "sub"
         self.segments = None  # set by stream_metrics when per-run reciprocal tables apply
+        self.fit_bits = 0  # > 0: count only patterns whose exact result fits this many bits (two's complement)
         self._local = threading.local()
 
     def arena(self):
@@ -218,10 +219,26 @@ class BlockReducer:
         cin = in_rows[self.operands[2].bits[0]] if self.carry else None
         return _add_planes(arena, a, b, out, carry=cin)
 
+    def fit_mask(self, arena, exact, mask):
+        """`mask` (None: all) AND the patterns whose two's-complement exact result fits fit_bits bits, i.e. whose
+        planes fit_bits - 1 .. top are all equal (the overflow exclusion of signed wrap-around adders)."""
+        fit, t = arena.plane("fit"), arena.plane("fit_t")
+        np.copyto(fit, self.ones if mask is None else mask)
+        sign = exact[self.fit_bits - 1]
+        for p in exact[self.fit_bits:]:
+            np.bitwise_xor(p, sign, out=t)
+            np.invert(t, out=t)
+            np.bitwise_and(fit, t, out=fit)
+        return fit
+
     def __call__(self, in_rows, out_rows, n_valid, start=None):
         arena = self.arena()
         mask = None if n_valid == 64 * self.words else valid_mask(n_valid, self.words)
         exact = self.exact_planes(arena, in_rows)
+        count = n_valid
+        if 0 < self.fit_bits < len(exact):
+            mask = self.fit_mask(arena, exact, mask)
+            count = _popcount(mask, arena.counts)
         approx = list(out_rows)
         width = max(len(exact), len(approx)) + 2
         d = _add_planes(arena, _extend(approx, width, self.out_signed, self.zero),
@@ -237,7 +254,7 @@ class BlockReducer:
         err_any = _or_all(mag, arena.plane("err_any"))
         d_counts = arena.popcounts("diff", width)
         n_err = _popcount(err_any, arena.counts)
-        sums = {"count": n_valid, "n_err": n_err,
+        sums = {"count": count, "n_err": n_err,
                 "sum_abs": sum(c << j for j, c in enumerate(counts)),
                 "sum_e": sum(c << j for j, c in enumerate(d_counts[:-1])) - (d_counts[-1] << (width - 1)),
                 "wce": _bitsliced_max(mag, arena),
@@ -345,4 +362,5 @@ def run_reciprocals(operands, reference, signed, carry, n_inputs):
                 out.append((seg, length, recip[first - lo:first - lo + length], 1.0))
         return out
 
+    segments.table = (lo, hi, recip, run)  # for the C reduction (lutgen.native_metrics), which uses the same table
     return segments

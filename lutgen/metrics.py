@@ -24,12 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from circuits.errors import AxnetError
+from lutgen import native_metrics
 from lutgen.bitslice_metrics import BlockReducer, _sum_squares, operand_values, run_reciprocals
 from lutgen.operands import group_operands
 from simulator.exhaustive import map_blocks
 from simulator.streaming import map_random_blocks
 
 REFERENCES = ("add", "sub", "mul")
+OVERFLOW_MODES = ("include", "exclude")
 METRIC_KEYS = ("ep_percent", "mae", "mae_percent", "wce", "wce_percent", "mse", "bias", "mre_percent",
                "wcre_percent", "count")
 STREAM_BLOCK_WORDS = 1 << 13
@@ -55,9 +57,25 @@ def check_reference(reference, widths, names=None):
                      "group the inputs with --operands (e.g. 8,8 or 8,8,1)")
 
 
-def normaliser(reference, widths, signed, n_outputs):
-    """Divisor of MAE% and WCE% (EvoApproxLib output ranges, with 2^(n_outputs) as the fallback)."""
+def overflow_fit_bits(overflow, reference, signed, n_outputs):
+    """Bits the exact result must fit (two's complement) to be counted: 0 (all count) for `include`, the output
+    width for `exclude`, EvoApproxLib's definition for signed wrap-around adders such as add8s_*."""
+    if overflow not in OVERFLOW_MODES:
+        raise AxnetError(f"--overflow '{overflow}': expected one of {', '.join(OVERFLOW_MODES)}")
+    if overflow == "include":
+        return 0
+    if reference not in ("add", "sub") or not signed:
+        raise AxnetError(f"--overflow exclude applies to signed adders and subtractors (--signed, --reference "
+                         f"add or sub), not to {'signed' if signed else 'unsigned'} '{reference}'")
+    return n_outputs
+
+
+def normaliser(reference, widths, signed, n_outputs, overflow="include"):
+    """Divisor of MAE% and WCE% (EvoApproxLib output ranges, with 2^(n_outputs) as the fallback); 2^(n_outputs-1)
+    when overflowing patterns are excluded (the n-bit signed result range)."""
     wa, wb = widths[0], widths[1]
+    if overflow == "exclude":
+        return 1 << (n_outputs - 1)
     if reference == "mul":
         return 1 << (wa + wb)
     if wa == wb:
@@ -84,9 +102,12 @@ def _merge(total, part):
     return total
 
 
-def _finish(sums, reference, norm, signed, estimate=False):
+def _finish(sums, reference, norm, signed, estimate=False, overflow="include"):
     """The metric dict from accumulated sums."""
     n = sums["count"]
+    if n == 0:
+        raise AxnetError("no operand combination has an exact result that fits the output word "
+                         "(--overflow exclude counts only those)")
     rel_n = sums["n_rel"]
     result = {
         "ep_percent": 100.0 * sums["n_err"] / n,
@@ -103,6 +124,7 @@ def _finish(sums, reference, norm, signed, estimate=False):
         "reference": reference,
         "normaliser": int(norm),
         "signed": bool(signed),
+        "overflow": overflow,
     }
     if estimate:
         result["samples"] = int(n)
@@ -140,8 +162,10 @@ def exact_table(reference, widths, signed):
     return axes[0] * axes[1]
 
 
-def error_metrics(lut, reference="add"):
-    """Metrics of a LUT (`table`, `operands` [(name, width)], `signed`, `outputs`) against the exact operation."""
+def error_metrics(lut, reference="add", overflow="include"):
+    """Metrics of a LUT (`table`, `operands` [(name, width)], `signed`, `outputs`) against the exact operation.
+
+    `overflow="exclude"` (signed add/sub) counts only the entries whose exact result fits the output width."""
     widths = [int(w) for _, w in lut.operands]
     names = [n for n, _ in lut.operands]
     check_reference(reference, widths, names)
@@ -149,20 +173,30 @@ def error_metrics(lut, reference="add"):
     table = np.asarray(lut.table, dtype=np.int64)
     outputs = getattr(lut, "outputs", None)
     n_out = len(outputs) if outputs else max(int(table.max(initial=0)).bit_length(), 1)
+    fit_bits = overflow_fit_bits(overflow, reference, signed, n_out)
     approx = table
     if reference == "sub" and not signed:  # the raw word, read as two's complement over the output width
         approx = np.where(table >= 1 << (n_out - 1), table - (1 << n_out), table)
-    sums = _value_sums(approx.ravel(), exact_table(reference, widths, signed).ravel())
-    return _finish(sums, reference, normaliser(reference, widths, signed, n_out), signed)
+    exact = exact_table(reference, widths, signed).ravel()
+    approx = approx.ravel()
+    if fit_bits:
+        fits = (exact >= -(1 << (fit_bits - 1))) & (exact < 1 << (fit_bits - 1))
+        approx, exact = approx[fits], exact[fits]
+    sums = _value_sums(approx, exact)
+    return _finish(sums, reference, normaliser(reference, widths, signed, n_out, overflow), signed,
+                   overflow=overflow)
 
 
 def stream_metrics(netlist, operands=None, reference="add", signed=False, progress=None, samples=None, seed=0,
-                   block_words=STREAM_BLOCK_WORDS, threads=2):
+                   block_words=STREAM_BLOCK_WORDS, threads=2, overflow="include", backend="auto"):
     """Metrics of `netlist` against the exact operation without materialising its table.
 
     Exhaustive over every input combination, block by block (both threads reduce their own blocks); with
     `samples=N`, over N random patterns instead (the dict then says `"estimate": True` and `"samples": N`).
     `operands` is a list of `lutgen.operands.Operand` (grouped from the input names when None).
+    `overflow="exclude"` (signed add/sub only) counts only the patterns whose exact result fits the output word.
+    Exhaustive runs reduce in C (`lutgen.native_metrics`) when they can, with bit-identical results; `backend`
+    "numpy" forces the numpy simulation and reduction (the reference), "native" requires the compiled circuit.
     """
     if operands is None:
         operands = group_operands(netlist.inputs)
@@ -171,16 +205,18 @@ def stream_metrics(netlist, operands=None, reference="add", signed=False, progre
     n_out = len(netlist.outputs)
     if n_out == 0:
         raise AxnetError(f"circuit '{netlist.name}' has no outputs", path=netlist.source)
-    norm = normaliser(reference, widths, signed, n_out)
+    fit_bits = overflow_fit_bits(overflow, reference, signed, n_out)
+    norm = normaliser(reference, widths, signed, n_out, overflow)
     total = _empty_sums()
     if samples is not None:
         words = max(1, min(int(block_words), -(-int(samples) // 64)))
         reducer = BlockReducer(operands, reference, signed, n_out, words, carry)
+        reducer.fit_bits = fit_bits
         blocks = map_random_blocks(netlist, lambda i, o, n: reducer(list(i), o, n), samples, seed=seed,
-                                   block_words=words, threads=threads, progress=progress)
+                                   block_words=words, threads=threads, progress=progress, backend=backend)
         for part in blocks:
             _merge(total, part)
-        return _finish(total, reference, norm, signed, estimate=True)
+        return _finish(total, reference, norm, signed, estimate=True, overflow=overflow)
     n_in = len(netlist.inputs)
     if n_in > MAX_EXHAUSTIVE_INPUTS:
         raise AxnetError(f"circuit '{netlist.name}' has {n_in} inputs: exact metrics over all 2^{n_in} combinations "
@@ -188,9 +224,15 @@ def stream_metrics(netlist, operands=None, reference="add", signed=False, progre
                          "random patterns with --samples N", path=netlist.source)
     words = min(1 << (max(int(block_words), 1).bit_length() - 1), 1 << max(n_in - 6, 0))
     n_valid = min(64 * words, 1 << n_in)
-    reducer = BlockReducer(operands, reference, signed, n_out, words, carry)
-    reducer.segments = run_reciprocals(operands, reference, signed, carry, n_in)
-    for part in map_blocks(netlist, lambda start, outputs, inputs: reducer(inputs, outputs, n_valid, start),
-                           block_words=words, threads=threads, progress=progress, with_inputs=True):
+    segments = run_reciprocals(operands, reference, signed, carry, n_in)
+    fast = native_metrics.plan(netlist, operands, reference, signed, carry, segments, fit_bits, backend)
+    if fast is not None:
+        parts = native_metrics.map_native_blocks(fast, (1 << n_in) // n_valid, n_valid, threads, progress)
+    else:
+        reducer = BlockReducer(operands, reference, signed, n_out, words, carry)
+        reducer.segments, reducer.fit_bits = segments, fit_bits
+        parts = map_blocks(netlist, lambda start, outputs, inputs: reducer(inputs, outputs, n_valid, start),
+                           block_words=words, threads=threads, progress=progress, with_inputs=True, backend=backend)
+    for part in parts:
         _merge(total, part)
-    return _finish(total, reference, norm, signed)
+    return _finish(total, reference, norm, signed, overflow=overflow)

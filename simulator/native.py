@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 # -ffp-contract=off: no fused multiply-adds, so float results round exactly like numpy's separate operations.
-FLAGS = ["-O2", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-ffp-contract=off",
+FLAGS = ["-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11", "-ffp-contract=off",
          "-fno-strict-aliasing"]
 _LOCK = threading.Lock()
 _LOADED = {}  # key -> ctypes.CDLL or None
@@ -72,14 +72,14 @@ def _headers_digest(include_dir):
     return h.hexdigest()
 
 
-def library_key(name, source_text, include_dir, cc):
+def library_key(name, source_text, include_dir, cc, opt="-O2"):
     """Cache key of a build: source, headers, flags, compiler version and CPU."""
-    text = "\0".join([source_text, _headers_digest(str(include_dir)), " ".join(FLAGS), _compiler_version(cc),
+    text = "\0".join([source_text, _headers_digest(str(include_dir)), opt, " ".join(FLAGS), _compiler_version(cc),
                       cpu_signature()])
     return f"{name}_{hashlib.sha256(text.encode()).hexdigest()[:20]}"
 
 
-def _build(cc, source_text, include_dir, target):
+def _build(cc, source_text, include_dir, target, opt):
     """Compile into `target` atomically; raises RuntimeError with the compiler's message on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
@@ -87,8 +87,8 @@ def _build(cc, source_text, include_dir, target):
         src.write_text(source_text)
         out = Path(tmp) / target.name
         try:
-            result = subprocess.run([cc, *FLAGS, f"-I{include_dir}", str(src), "-o", str(out)], capture_output=True,
-                                    text=True, timeout=300)
+            result = subprocess.run([cc, opt, *FLAGS, f"-I{include_dir}", str(src), "-o", str(out)],
+                                    capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as exc:
             raise RuntimeError(f"{cc} could not run: {exc}") from None
         if result.returncode != 0:
@@ -96,17 +96,18 @@ def _build(cc, source_text, include_dir, target):
         os.replace(out, target)
 
 
-def is_cached(name, source_text, include_dir):
+def is_cached(name, source_text, include_dir, opt="-O2"):
     """True when this library is already loaded or built on disk (so using it costs no compilation)."""
     cc = compiler()
     if not enabled() or cc is None:
         return False
-    key = library_key(name, source_text, include_dir, cc)
+    key = library_key(name, source_text, include_dir, cc, opt)
     return _LOADED.get(key) is not None or (cache_dir() / f"{key}.so").exists()
 
 
-def load_library(name, source_text, include_dir):
-    """The ctypes library for this source, built on first use; None when native code is unavailable."""
+def load_library(name, source_text, include_dir, opt="-O2"):
+    """The ctypes library for this source, built on first use with optimisation `opt`; None when native code is
+    unavailable."""
     if not enabled():
         _STATE["last_error"] = "native code disabled by AXNET_NATIVE=0"
         return None
@@ -114,7 +115,7 @@ def load_library(name, source_text, include_dir):
     if cc is None:
         _STATE["last_error"] = "no C compiler (gcc or cc) on PATH"
         return None
-    key = library_key(name, source_text, include_dir, cc)
+    key = library_key(name, source_text, include_dir, cc, opt)
     with _LOCK:
         if key in _LOADED:
             if _LOADED[key] is None:
@@ -129,7 +130,7 @@ def load_library(name, source_text, include_dir):
                                    + failed.read_text(errors="replace")[:300])
             if not target.exists():
                 try:
-                    _build(cc, source_text, include_dir, target)
+                    _build(cc, source_text, include_dir, target, opt)
                 except RuntimeError as exc:
                     _record_failure(failed, str(exc))
                     raise
