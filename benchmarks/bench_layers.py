@@ -128,6 +128,42 @@ def layer_benchmarks(name, shape, repeats, device, lut):
     return result
 
 
+ISSUE13_SHAPES = {"S1": dict(batch=16, cin=16, cout=32, size=28), "S2": dict(batch=32, cin=64, cout=64, size=16)}
+
+
+def lut_adder_table_benchmarks(repeats, device, lut):
+    """Issue 13: the 8-bit LUT Adder2d on the table kernels against nn.Conv2d on S1 and S2 (targets: forward <= 6x
+    conv's, training step from a dense output gradient <= 2x conv's, with STE and with gradient LUTs)."""
+    out = {}
+    for name, shape in ISSUE13_SHAPES.items():
+        torch.manual_seed(0)
+        x = torch.randn(shape["batch"], shape["cin"], shape["size"], shape["size"], device=device)
+        grad_out = torch.randn(shape["batch"], shape["cout"], shape["size"], shape["size"], device=device)
+        conv = nn.Conv2d(shape["cin"], shape["cout"], 3, padding=1, bias=False).to(device)
+        adder = Adder2d(shape["cin"], shape["cout"], 3, padding=1, arith=LutAdder(lut)).to(device)
+        grad_lut = LutAdder(lut, grad="lut", half_window=2)
+        xr = x.clone().requires_grad_(True)
+
+        def forward(module):
+            def run():
+                with torch.no_grad():
+                    module(x)
+            return run
+
+        def step(module, arith=None):
+            def run():
+                if arith is not None:
+                    module.arith = arith
+                module.weight.grad = xr.grad = None
+                module(xr).backward(grad_out)
+            return run
+        out[name] = {"shape": shape, "lut8_fwd_vs_conv": paired(forward(conv), forward(adder), repeats, device),
+                     "lut8_ste_step_vs_conv_step": paired(step(conv), step(adder, adder.arith), repeats, device),
+                     "lut8_gradlut_step_vs_conv_step": paired(step(conv), step(adder, grad_lut), repeats, device)}
+        adder.arith = LutAdder(lut)
+    return out
+
+
 def mnist_net(arith):
     """The seed-000 network: two 3x3 adder layers 1->16->32 with BN+ReLU, adaptive average pool, linear 32->10."""
     model = nn.Sequential(Adder2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
@@ -212,6 +248,7 @@ def main():
               "native_error": native_kernels.error() if device.type == "cpu" else None, "layers": {}}
     if not args.quick:
         report["mnist_train_step_memory"] = memory_benchmarks(device)
+    report["lut_adder_issue13"] = lut_adder_table_benchmarks(repeats, device, lut)
     for name, shape in SHAPES.items():
         report["layers"][name] = layer_benchmarks(name, shape, repeats, device, lut)
         if args.quick:
