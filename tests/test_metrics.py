@@ -180,3 +180,103 @@ def test_bad_reference_and_operands_are_axnet_errors():
         stream_metrics(nl, None, "add", samples=0)
     with pytest.raises(AxnetError, match="--samples"):
         stream_metrics(loa_adder(32, 4), None, "add")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The C reduction (lutgen.native_metrics) against the numpy one, and overflow exclusion
+# ---------------------------------------------------------------------------------------------------------------
+
+def _uses_c_reduction(netlist, reference, signed, overflow="include"):
+    from lutgen import native_metrics
+    from lutgen.bitslice_metrics import run_reciprocals
+    from lutgen.metrics import overflow_fit_bits
+    ops = group_operands(netlist.inputs)
+    carry = len(ops) == 3
+    segments = run_reciprocals(ops, reference, signed, carry, len(netlist.inputs))
+    fit = overflow_fit_bits(overflow, reference, signed, len(netlist.outputs))
+    return native_metrics.plan(netlist, ops, reference, signed, carry, segments, fit, "native") is not None
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["add", "sub", "mul"]), st.integers(1, 6), st.integers(1, 6), st.booleans(),
+       st.sampled_from([1, 4, 64, 8192]), st.lists(st.tuples(st.integers(0, 1), st.integers(0, 1)), min_size=8,
+                                                    max_size=8))
+def test_c_reduction_is_bit_identical_to_numpy(reference, wa, wb, signed, block_words, rows):
+    """Multipliers, and ripple adders of random cells read as adders or subtractors: every key, floats included,
+    must be equal, not just close."""
+    if reference == "mul":
+        nl = array_multiplier(wa, wb)
+    else:
+        nl = ripple_carry_adder(wa, random_cell(rows), wa // 2)
+    assert _uses_c_reduction(nl, reference, signed)
+    got = stream_metrics(nl, None, reference, signed=signed, block_words=block_words, backend="native")
+    want = stream_metrics(nl, None, reference, signed=signed, block_words=block_words, backend="numpy")
+    assert got == want
+
+
+def test_c_reduction_of_twelve_bit_adders_matches_numpy_exactly():
+    for nl in (ripple_carry_adder(12, "ama2", 6), loa_adder(12, 6), ripple_carry_adder(10, "ama1", 7,
+                                                                                        carry_in=True)):
+        for signed in (False, True):
+            assert _uses_c_reduction(nl, "add", signed)
+            assert stream_metrics(nl, None, "add", signed=signed, backend="native") == \
+                stream_metrics(nl, None, "add", signed=signed, backend="numpy")
+
+
+def wraparound_adder(width, approx_bits=0):
+    """An n-bit signed adder with no carry out (add8s-style): the low `width` outputs of a ripple adder."""
+    full = ripple_carry_adder(width, "ama2", approx_bits) if approx_bits else ripple_carry_adder(width)
+    return Netlist(f"wrap{width}", full.inputs, full.outputs[:width], full.nodes)
+
+
+def brute_force_excluding_overflow(netlist, width):
+    """Metrics over the pairs whose exact signed sum fits `width` bits, by the plain evaluator."""
+    half = 1 << (width - 1)
+    errors, rels = [], []
+    for p in range(1 << (2 * width)):
+        a, b = p % (1 << width), p >> width
+        a, b = a - (a >= half) * (1 << width), b - (b >= half) * (1 << width)
+        exact = a + b
+        if not -half <= exact < half:
+            continue
+        raw = netlist.evaluate_int(p)
+        approx = raw - (1 << width) if raw >= half else raw
+        errors.append(approx - exact)
+        if exact:
+            rels.append(abs(approx - exact) / abs(exact))
+    n = len(errors)
+    return {"ep_percent": 100 * sum(e != 0 for e in errors) / n, "mae": sum(map(abs, errors)) / n,
+            "wce": max(map(abs, errors)), "mse": sum(e * e for e in errors) / n, "bias": sum(errors) / n,
+            "mre_percent": 100 * sum(rels) / len(rels), "wcre_percent": 100 * max(rels), "count": n}
+
+
+@pytest.mark.parametrize("approx_bits", [0, 3])
+def test_overflow_exclusion_counts_only_fitting_pairs(approx_bits):
+    nl = wraparound_adder(6, approx_bits)
+    want = brute_force_excluding_overflow(nl, 6)
+    assert want["count"] == 3 * 2 ** 10  # 3/4 of the 2^12 signed pairs do not overflow
+    lut = build_lut(nl, signed=True)
+    results = [stream_metrics(nl, None, "add", signed=True, overflow="exclude", backend=b, block_words=w)
+               for w in (2, 8192) for b in ("native", "numpy")]
+    assert results[0] == results[1] and results[2] == results[3]  # same blocks: bit-identical
+    results.append(stream_metrics(nl, None, "add", signed=True, overflow="exclude", samples=3000, seed=1))
+    results.append(error_metrics(lut, "add", overflow="exclude"))
+    for got in results:
+        assert got["overflow"] == "exclude" and got["normaliser"] == 2 ** 5
+        if not got["estimate"]:
+            assert_metrics_equal(got, want)
+    if approx_bits == 0:
+        assert results[0]["ep_percent"] == 0.0  # wrap-around is the only error of an exact wrap-around adder
+        assert stream_metrics(nl, None, "add", signed=True)["ep_percent"] == 25.0  # overflow included
+    assert results[-2]["count"] < 3000
+
+
+def test_overflow_option_is_checked():
+    nl = wraparound_adder(4)
+    with pytest.raises(AxnetError, match="--overflow 'maybe'"):
+        stream_metrics(nl, None, "add", signed=True, overflow="maybe")
+    with pytest.raises(AxnetError, match="signed adders"):
+        stream_metrics(nl, None, "add", overflow="exclude")
+    with pytest.raises(AxnetError, match="signed adders"):
+        error_metrics(build_lut(array_multiplier(2, 2), signed=True), "mul", overflow="exclude")
+    assert stream_metrics(nl, None, "add", signed=True)["overflow"] == "include"
