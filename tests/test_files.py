@@ -283,3 +283,20 @@ def test_reporting_write_errors_for_direct_writers(tmp_path):
     with pytest.raises(AxnetError, match=r"x.bin: cannot write: No space left on device \(ENOSPC\)"):
         with reporting_write_errors(tmp_path / "x.bin"):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_an_npz_streams_into_a_fifo_and_reads_back(tmp_path):
+    from lutgen.formats import load_npz, save_npz
+    from lutgen.lut import Lut
+
+    lut = Lut(table=np.arange(16, dtype=np.int64).reshape(4, 4), operands=[("a", 2), ("b", 2)],
+              outputs=[f"o[{k}]" for k in range(5)])
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    save_npz(lut, fifo)  # zip written to an unseekable stream
+    reader.join(10)
+    (tmp_path / "copy.npz").write_bytes(got[0])
+    assert np.array_equal(load_npz(tmp_path / "copy.npz").table, lut.table)
