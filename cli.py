@@ -380,7 +380,7 @@ def format_number(value):
 @click.option("--method", type=click.Choice(["diff", "ste"]), default="diff", show_default=True,
               help="diff: windowed difference of the LUT; ste: the exact operation's gradient, for comparison.")
 @click.option("--reference", type=click.Choice(["add", "sub", "mul"]), default=None,
-              help="Exact operation for --method ste.")
+              help="Exact operation for --method ste (default: guessed from the LUT as `metrics` does).")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), required=True, help="File to write.")
 @click.option("--format", "fmt", type=click.Choice(["npz", "appmult", "csv"]), default=None,
               help="npz (float32 gradients), appmult (int16 round(16 g)), csv. Default: from OUT's extension.")
@@ -398,11 +398,15 @@ def gradlut_cmd(lut_path, half_window, boundary, method, reference, out, fmt):
     if method == "diff" and half_window is None:
         raise AxnetError("--half-window is required for --method diff (e.g. --half-window 2)")
     lut = load_lut(lut_path)
+    why = "given"
+    if method == "ste" and reference is None:
+        from lutgen.reference import guess_reference
+        reference, why = guess_reference(lut)
     grad = gradient_lut(lut, half_window, boundary=boundary, method=method, reference=reference)
     write_output(save_lut, grad, out, fmt, out=out)
     meta = grad.grad_meta
     how = (f"half window {meta['half_window']}, boundary {meta['boundary']}" if method == "diff"
-           else f"straight-through, reference {reference}")
+           else f"straight-through, reference {reference} ({why})")
     click.echo(f"wrote {out} ({fmt}): gradients of {lut.describe()}; {how}")
 
 
@@ -423,7 +427,7 @@ DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR 
 @click.option("--epochs", type=int, default=None,
               help="Training epochs (cosine schedule). Default: 30 for mnist-*, 10 otherwise. With --resume, a larger "
                    "value extends the run (the schedule is stretched to it).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "out_dir", type=click.Path(), required=True,
               help="Run directory: checkpoints (last.pt, best.pt, epoch_N.pt), history.csv, curves.png.")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None,
               help="adam, or sgd = the AdderNet recipe (momentum 0.9 + adaptive scaling of adder gradients). "
@@ -509,7 +513,7 @@ def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, as_json):
               help="Approximate low bits to try: LO:HI (inclusive), LO:HI:STEP or K.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (quicker; 0 = the whole test set, whatever the run trained with).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "out_dir", type=click.Path(), default=None,
               help="Write sweep.png, sweep.csv and sweep.json here.")
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -545,7 +549,7 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 @click.option("--seeds", type=click.IntRange(1, None), default=1, show_default=True,
               help="Retrain N times (seeds SEED..SEED+N-1) per method; rows give mean +- std and every seed.")
 @click.option("--compare-ste", is_flag=True, help="Also retrain with STE from the same start, for the table.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("--out", "out_dir", type=click.Path(), required=True,
               help="Directory for retrain.json, retrain.md and the retrained runs.")
 @click.option("--resume", is_flag=True, help="Continue interrupted retraining runs in --out (a larger --epochs "
                                            "extends finished ones).")
