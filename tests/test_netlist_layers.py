@@ -241,3 +241,21 @@ def test_calibration_stops_after_the_last_adder_input_with_the_same_scales():
     scales = calibrate(model, batches, method="max", include_weights=False)
     assert calls == []  # nothing after the last adder layer's input ran
     assert scales == pytest.approx({"conv1": seen["conv1"], "conv2": seen["conv2"]}, rel=0, abs=0)
+
+
+@pytest.mark.parametrize("net, half_window", [(loa_adder(6, 3), 1), (eta1_adder(7, 4), 2), (loa_adder(16, 5), 2),
+                                              (ripple_carry_adder(24, "ama1", 5), 0),
+                                              (ripple_carry_adder(32, "maj", 9), 3)])
+def test_compiled_diff_backward_equals_the_torch_reference(net, half_window):
+    adder = NetlistAdder(net, grad="diff", half_window=half_window, table_bits=0)
+    geom = Geometry((3, 3), (1, 1), (1, 1))
+    q = adder.qmax
+    x, w = random_operands(q, (2, 3, 6, 7), (4, 3, 3, 3), seed=half_window)
+    x[0, 0, 0, :4] = torch.tensor([q, -q, q - 1, -q + 1]).float()  # the ends of the domain (one-sided slopes)
+    step, g = torch.tensor(0.05 if adder.bits < 10 else 3e-4), torch.randn(2, 4, 6, 7)
+    compiled = netlist_native.adder_diff_backward(adder.program, x, w, step, g, geom, adder.bits, q, half_window)
+    if compiled is None:
+        pytest.skip("no C compiler")
+    gx, gw = adder.diff_backward(x, w, step, g, geom, (True, True))
+    torch.testing.assert_close(compiled[0], gx, rtol=1e-6, atol=1e-6)  # float32 sums in another order
+    torch.testing.assert_close(compiled[1], gw, rtol=1e-5, atol=1e-5)

@@ -31,6 +31,7 @@ def window_points(index, size, half_window):
     """(up1, up0, dn0, dn1, den) of the shrink-rule slope at integer positions `index` of an axis of `size` points:
     slope = (v[up1] + v[up0] - v[dn0] - v[dn1]) / den, as `lutgen.gradient.shrink_gradient` computes it (a central
     window of half width min(w, i-1, size-2-i), and a one-sided difference at either end)."""
+    index = index.clamp(0, size - 1)  # float32 quantization of 26+ bit operands can round qmax up: the edge's slope
     h = torch.clamp(torch.minimum(torch.minimum(index - 1, size - 2 - index), torch.full_like(index, half_window)),
                     min=0)
     up1, up0, dn0, dn1, den = index + h + 1, index + h, index - h, index - h - 1, 2 * (2 * h + 1)
@@ -139,6 +140,12 @@ class NetlistAdder(_TableAdder):
             return _ste_backward(xq, wq, step, grad_out, geom, needs)
         if self.diff is not None:
             return super().backward(xq, wq, step, grad_out, geom, needs)
+        from dnn.kernels import netlist_native
+        if netlist_native.usable(xq, self.bits) and grad_out.device.type == "cpu":
+            grads = netlist_native.adder_diff_backward(self.program, xq, wq, step, grad_out, geom, self.bits,
+                                                       self.qmax, self.half_window)
+            if grads is not None:
+                return (grads[0] if needs[0] else None), (grads[1] if needs[1] else None)
         return self.diff_backward(xq, wq, step, grad_out, geom, needs)
 
     def slopes(self, w, c):
@@ -157,7 +164,8 @@ class NetlistAdder(_TableAdder):
         return out
 
     def diff_backward(self, xq, wq, step, grad_out, geom, needs):
-        """Per-pair chain rule of `dnn.arith.base` with the on-the-fly slopes, chunked over images and filters."""
+        """Per-pair chain rule of `dnn.arith.base` with the on-the-fly slopes, chunked over images and filters: the
+        torch reference of `netlist_native.adder_diff_backward` (any device)."""
         n, o = xq.shape[0], wq.shape[0]
         w = wq.reshape(o, -1).to(torch.int64)[None, :, :, None]  # 1, O, K, 1
         k = w.shape[2]

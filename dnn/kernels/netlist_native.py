@@ -48,6 +48,11 @@ def adder_source(program, bits):
                       '#include "netlist_layer.h"', ""])
 
 
+def adder_grad_source(program, bits):
+    """The adder kernel's translation unit plus the fused grad="diff" backward (`csrc/netlist_grad.h`)."""
+    return adder_source(program, bits) + '#include "netlist_grad.h"\n'
+
+
 def mult_source(program, widths, out_bits, signed):
     """The translation unit of the product-sum kernel for a multiplier program (inputs: activation, then weight)."""
     return "\n".join(['#include "netlist_vec.h"', f"#define NL_WA {widths[0]}", f"#define NL_WB {widths[1]}",
@@ -136,3 +141,40 @@ def mult_sums(program, qx, qw, widths, out_bits, signed):
                         ctypes.c_void_p(out.data_ptr()), ctypes.c_long(m), ctypes.c_long(k), ctypes.c_int(o),
                         ctypes.c_int(acc_bits), ctypes.c_int(torch.get_num_threads()))
     return out
+
+
+def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_window):
+    """(grad_x, grad_w) of the grad="diff" backward on the compiled kernel (CPU), or None when it cannot be built.
+
+    The w neighbours and divisors of the shrink rule come from `window_points` (one per weight); the kernel finds
+    those of c = -x per pair, evaluates the circuit at all eight neighbours bit-sliced and applies the chain rule.
+    """
+    lib = _library(adder_grad_source(program, bits), "nl_adder_diff_backward")
+    if lib is None:
+        return None
+    from dnn.arith.netlist_adder import window_points
+    from dnn.kernels.netlist_torch import broadcast_planes
+    n, c, h, w = xq.shape
+    o = wq.shape[0]
+    ho, wo = geom.output_size(h, w)
+    mask = (1 << bits) - 1
+    ph, pw = geom.padding
+    patterns = torch.nn.functional.pad((-xq.to(torch.int64)) & mask, (pw, pw, ph, ph)).to(torch.int32).contiguous()
+    w_int = wq.reshape(o, -1).to(torch.int64)
+    k = w_int.shape[1]
+    up1, up0, dn0, dn1, den = window_points(w_int + qmax, 2 * qmax + 1, half_window)
+    planes = broadcast_planes(w_int & mask, bits).permute(1, 2, 0).contiguous()
+    neighbours = torch.stack([(v - qmax) & mask for v in (up1, up0, dn0, dn1)], -1)  # O, K, 4
+    nplanes = broadcast_planes(neighbours, bits).permute(1, 2, 3, 0).contiguous()  # O, K, 4, n
+    denw = den.to(torch.float32).contiguous()
+    g = grad_out.float().contiguous()
+    threads = torch.get_num_threads()
+    grad_cols = torch.zeros(n, k, ho * wo, dtype=torch.float32)
+    grad_w = torch.zeros(threads, o, k, dtype=torch.float64)
+    ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
+    lib.nl_adder_diff_backward(ptr(patterns), ptr(planes), ptr(nplanes), ptr(denw), ptr(g), ptr(grad_cols),
+                               ptr(grad_w), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
+                               *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo), *_ints(qmax, half_window),
+                               ctypes.c_float(float(step)), ctypes.c_int(threads))
+    grad_x = geom.fold(grad_cols, h, w)
+    return grad_x, grad_w.sum(0).float().reshape(wq.shape)
