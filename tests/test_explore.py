@@ -230,6 +230,22 @@ def test_per_layer_front_is_at_least_as_good_as_uniform(adder_ckpt, tmp_path):
         assert any(p == u or dominates(p, u) for p in front), f"uniform point {u} beats the per-layer front"
 
 
+def test_front_designs_are_retrained_once(adder_ckpt, tmp_path):
+    out = tmp_path / "run"
+    args = ("--family", "loa:8:k=2", "--family", "trunc:8:k=5", "--family", "rca:8", "--retrain-epochs", "1",
+            "--grad", "ste", "--workers", "1")
+    result = run(adder_ckpt, out, *args)
+    assert result.exit_code == 0, result.output
+    records = {r["circuit"]: r for r in json.loads((out / "results.json").read_text())["designs"]}
+    for r in records.values():
+        assert (r["retrained_accuracy"] is not None) == (r["front_rank"] == 1)
+        if r["front_rank"] == 1:
+            assert r["retrain_epochs"] == 1 and r["retrain_grad"] == "ste"
+            assert 0 <= r["retrained_accuracy"] <= 100
+    again = run(adder_ckpt, out, *args, "--resume")
+    assert again.exit_code == 0 and "retrain " not in again.output  # nothing left to do, nothing redone
+
+
 def test_multipliers_serve_a_cnn_checkpoint(cnn_ckpt, tmp_path):
     result = run(cnn_ckpt, tmp_path / "run", "--family", "mul:4", "--workers", "1", "--json")
     assert result.exit_code == 0, result.output

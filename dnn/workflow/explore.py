@@ -96,9 +96,14 @@ def uniform_stage(engine, conn, designs, n_layers, ctx, show):
         i, d = by_key[job["design"]]
         insert_design(conn, design_row(d, i, result))
         area = f", area {d.cost['area_nand2']:.1f}" if d.cost else ""
-        return f"accuracy {result['accuracy']:.2f}%{area}, MAE {result['mae_percent']:.3f}%"
+        return f"{accuracy_text(result)}{area}, MAE {result['mae_percent']:.3f}%"
 
     run_jobs(engine, jobs, "design", show, record)
+
+
+def accuracy_text(result):
+    """'accuracy 91.20%', or the note of a design the network could not run on."""
+    return result.get("note") if result["accuracy"] is None else f"accuracy {result['accuracy']:.2f}%"
 
 
 def assignment_key(layers, keys):
@@ -122,7 +127,9 @@ def per_layer_stage(engine, conn, designs, layers, ctx, show, generations, evalu
             keys[li] = d
             jobs.append(assign_job("sensitivity", names, role, keys, [d.name if k else "exact" for k in keys]))
     run_assignments(engine, conn, [j for j in jobs if (j["assignment"], role) not in done], show, "sensitivity")
-    acc = {r[0]: r[1] for r in conn.execute("SELECT assignment, accuracy FROM assignments WHERE role = ?", (role,))}
+    # a layer the network cannot run on with a circuit (no accuracy) counts as accuracy 0 in the search
+    acc = {r[0]: r[1] or 0.0 for r in conn.execute("SELECT assignment, accuracy FROM assignments WHERE role = ?",
+                                                   (role,))}
     baseline = acc[jobs[0]["assignment"]]
     sensitivity = [[acc[assignment_key(names, [d.key if i == li else None for i in range(len(names))])]
                     for d in costed] for li in range(len(names))]
@@ -154,8 +161,9 @@ def run_assignments(engine, conn, jobs, show, what):
                                  "layers": job["layer_names"], "designs": job["design_keys"],
                                  "circuits": job["circuits"], "cost": job.get("cost"),
                                  "predicted": job.get("predicted"), "accuracy": result["accuracy"],
-                                 "images": result["images"], "seconds": result["seconds"]})
-        return f"accuracy {result['accuracy']:.2f}%"
+                                 "images": result["images"], "seconds": result["seconds"],
+                                 "note": result.get("note")})
+        return accuracy_text(result)
 
     run_jobs(engine, jobs, what, show, record)
 

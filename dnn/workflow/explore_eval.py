@@ -163,15 +163,26 @@ def run_design(ctx, job):
     out.update(design_metrics(job))
     if ctx.get("abc") and job.get("netlist") is not None:
         out["abc_area"] = abc_area(job["netlist"], ctx["abc"])
-    out["accuracy"], out["images"] = assigned_accuracy(ctx, job["role"], [job["lut"]] * job["layers"])
+    out.update(guarded_accuracy(ctx, job["role"], [job["lut"]] * job["layers"]))
     return out
+
+
+def guarded_accuracy(ctx, role, luts):
+    """{'accuracy', 'images'} of an assignment, or accuracy None and a `note` when the network cannot run on it
+    (a circuit that zeroes every activation leaves calibration nothing to scale): the run goes on."""
+    try:
+        acc, images = assigned_accuracy(ctx, role, luts)
+    except AxnetError as e:
+        _, data = loaded(ctx)
+        return {"accuracy": None, "images": len(data.test_x), "note": f"not evaluated: {e}"}
+    return {"accuracy": acc, "images": images}
 
 
 def run_assign(ctx, job):
     """Accuracy of one per-layer assignment."""
-    acc, images = assigned_accuracy(ctx, job["role"], job["luts"])
-    return {"kind": "assign", "assignment": job["assignment"], "role": job["role"], "accuracy": acc,
-            "images": images}
+    out = {"kind": "assign", "assignment": job["assignment"], "role": job["role"]}
+    out.update(guarded_accuracy(ctx, job["role"], job["luts"]))
+    return out
 
 
 def run_retrain(ctx, job):

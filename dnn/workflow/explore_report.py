@@ -123,6 +123,9 @@ def summary_markdown(records, per_layer, info):
         lines.append(f"| {r['circuit']} | {also} | {fmt(r['area_nand2'], 1)} | {fmt(r['gates'])} | "
                      f"{fmt(r['depth'])} | {fmt(r['mae_percent'], 3)} | {fmt(r['ep_percent'], 1)} | "
                      f"{fmt(r['accuracy'])} | {fmt(r['retrained_accuracy'])} |")
+    failed = [f"{r['circuit']} ({r['note']})" for r in records if r["accuracy"] is None]
+    if failed:
+        lines += ["", f"Not evaluated: {'; '.join(failed)}."]
     no_cost = [r["circuit"] for r in records if r["area_nand2"] is None]
     if no_cost:
         lines += ["", f"Without a netlist (LUT files), so off the area axis: {', '.join(no_cost)}."]

@@ -23,10 +23,10 @@ DESIGN_COLUMNS = (("design", "TEXT NOT NULL"), ("role", "TEXT NOT NULL"), ("posi
     + tuple((c, "REAL") for c in METRIC_COLUMNS) \
     + (("gates", "INTEGER"), ("inverters", "INTEGER"), ("area_nand2", "REAL"), ("depth", "INTEGER"),
        ("abc_area", "REAL"), ("accuracy", "REAL"), ("images", "INTEGER"), ("seconds", "REAL"),
-       ("retrained_accuracy", "REAL"), ("retrain_epochs", "INTEGER"), ("retrain_grad", "TEXT"))
+       ("retrained_accuracy", "REAL"), ("retrain_epochs", "INTEGER"), ("retrain_grad", "TEXT"), ("note", "TEXT"))
 ASSIGN_COLUMNS = (("assignment", "TEXT NOT NULL"), ("role", "TEXT NOT NULL"), ("kind", "TEXT"), ("layers", "TEXT"),
                   ("designs", "TEXT"), ("circuits", "TEXT"), ("cost", "REAL"), ("predicted", "REAL"),
-                  ("accuracy", "REAL"), ("images", "INTEGER"), ("seconds", "REAL"))
+                  ("accuracy", "REAL"), ("images", "INTEGER"), ("seconds", "REAL"), ("note", "TEXT"))
 DESIGN_NAMES = tuple(name for name, _ in DESIGN_COLUMNS)
 ASSIGN_NAMES = tuple(name for name, _ in ASSIGN_COLUMNS)
 
