@@ -61,3 +61,11 @@ def test_forcing_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(AxnetError, match="TRITON_INTERPRET=1"):
         triton_kernels.use(torch.zeros(1))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present: the benchmark would run")
+def test_gpu_benchmark_refuses_without_cuda_in_one_line():
+    proc = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "bench_gpu.py")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().startswith("bench_gpu: no CUDA device") and len(proc.stderr.strip().splitlines()) == 1

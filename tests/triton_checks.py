@@ -110,6 +110,12 @@ def check_table_backward():
         _close(grad_w, want_w, pixels, 4.0 * 4.0)
         only_w = _kernels().table_backward(index, wi, None, mw, grad, geom, 5)
         assert only_w[0] is None and torch.equal(only_w[1], grad_w)
+        saved, _kernels().PIXELS_PER_SLICE = _kernels().PIXELS_PER_SLICE, 64  # several slices of pixels
+        try:
+            sliced = _kernels().table_backward(index, wi, None, mw, grad, geom, 5)[1]
+        finally:
+            _kernels().PIXELS_PER_SLICE = saved
+        _close(sliced, want_w, pixels, 4.0 * 4.0)
 
 
 def _layer_step(make_arith, geom_kw, shape, seed):

@@ -7,7 +7,7 @@ CUDA tensors), computed as direct convolutions that never unfold the input.
 - `table_forward`:  Y[n,o,p]  = sum_k M[I[n,k,p], Wi[o,k]]             the weights are never folded into per-tap
                     tables: each program gathers from the (V, Vw) matrix M, which stays in L1/L2
 - `table_backward`: GX as for l1 with A[I, Wi[o,k]] in place of the clamp, and GW[o,k] = sum_{n,p} G[n,o,p] *
-                    B[I[n,k,p], Wi[o,k]] as one reduction per (tap, filter block): no atomics, deterministic
+                    B[I[n,k,p], Wi[o,k]] as reductions per (tap, filter block, pixel slice): no atomics
 
 The full-precision weight gradient of the exact layer is a plain correlation (`adder_ops.l1_weight_grad`), which
 cuDNN already computes at GEMM speed; it has no Triton kernel. Sums run in the tensors' own dtype (float32, or
@@ -21,6 +21,7 @@ import triton.language as tl
 
 BLOCK_P, BLOCK_O, BLOCK_Q = 64, 32, 64  # output pixels x filters per program; input pixels per backward program
 NUM_WARPS = 4
+PIXELS_PER_SLICE = 4096  # output pixels per program of the table weight gradient: enough programs at any K and O
 
 
 @triton.jit
@@ -133,23 +134,25 @@ def _table_forward_kernel(idx_ptr, wi_ptr, m_ptr, y_ptr, N, C, H, W, O, VW, HO, 
 
 @triton.jit
 def _table_weight_grad_kernel(idx_ptr, wi_ptr, m_ptr, g_ptr, gw_ptr, N, C, H, W, O, VW, HO, WO, SH, SW, PH, PW, DH,
-                              DW, PAD, KH: tl.constexpr, KW: tl.constexpr, BP: tl.constexpr, BO: tl.constexpr):
-    """GW[o, k] = sum_{n,p} G[n,o,p] * B[I[n,k,p], Wi[o,k]]: one program per (tap, filter block), a plain reduction
-    over the pixels (no scatter into per-tap tables, no atomics)."""
+                              DW, PAD, PIXELS, KH: tl.constexpr, KW: tl.constexpr, BP: tl.constexpr,
+                              BO: tl.constexpr):
+    """GW[s, o, k] = sum over slice s of the pixels (n, p) of G[n,o,p] * B[I[n,k,p], Wi[o,k]]: one program per
+    (tap, filter block, slice of PIXELS pixels), a plain reduction (no scatter into per-tap tables, no atomics)."""
     k = tl.program_id(0)
     o = tl.program_id(1) * BO + tl.arange(0, BO)
+    part = tl.program_id(2)
     om = o < O
     K = C * KH * KW
     col = tl.load(wi_ptr + o * K + k, mask=om, other=0)
     acc = tl.zeros([BO], dtype=gw_ptr.dtype.element_ty)
-    for p0 in range(0, N * HO * WO, BP):
+    for p0 in range(part * PIXELS, tl.minimum(part * PIXELS + PIXELS, N * HO * WO), BP):
         p = p0 + tl.arange(0, BP)
         n, ho, wo, v, pm = _tap_rows(idx_ptr, p, k, N, C, H, W, HO, WO, SH, SW, PH, PW, DH, DW, PAD, KH, KW)
         m2 = pm[:, None] & om[None, :]
         g = tl.load(g_ptr + (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None], mask=m2, other=0.0)
         slope = tl.load(m_ptr + v[:, None] * VW + col[None, :], mask=m2, other=0.0)
         acc += tl.sum(g * slope, axis=0)
-    tl.store(gw_ptr + o * K + k, acc, mask=om)
+    tl.store(gw_ptr + (part * O + o) * K + k, acc, mask=om)
 
 
 def _geometry(geom):
@@ -229,10 +232,12 @@ def table_backward(index, wi, ma, mw, grad_out, geom, pad_index):
         grad_x = _input_grad(index, index, ma.float().contiguous(), wi, grad_out, geom, table=True)
     if mw is not None:
         mw = mw.float().contiguous()
-        grad_w = torch.zeros(o, k, dtype=torch.float32, device=index.device)
-        if grad_w.numel():
-            grid = (k, triton.cdiv(o, BLOCK_O))
-            _table_weight_grad_kernel[grid](index, wi, mw, grad_out, grad_w, n, c, h, w, o, mw.shape[1], ho, wo,
-                                            *_geometry(geom), int(pad_index), KH=geom.kernel[0], KW=geom.kernel[1],
-                                            BP=BLOCK_P, BO=BLOCK_O, num_warps=NUM_WARPS)
+        slices = max(1, triton.cdiv(n * ho * wo, PIXELS_PER_SLICE))
+        parts = torch.zeros(slices, o, k, dtype=torch.float32, device=index.device)
+        if parts.numel():
+            grid = (k, triton.cdiv(o, BLOCK_O), slices)
+            _table_weight_grad_kernel[grid](index, wi, mw, grad_out, parts, n, c, h, w, o, mw.shape[1], ho, wo,
+                                            *_geometry(geom), int(pad_index), PIXELS_PER_SLICE, KH=geom.kernel[0],
+                                            KW=geom.kernel[1], BP=BLOCK_P, BO=BLOCK_O, num_warps=NUM_WARPS)
+        grad_w = parts.sum(0)  # the slices' partial sums, added in a fixed order: deterministic
     return grad_x, grad_w
