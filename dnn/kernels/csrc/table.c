@@ -131,16 +131,19 @@ CHANNEL_PASS(channel_pass_i16, int16_t, pixel_sums_i16)
 CHANNEL_PASS(channel_pass_i32, int32_t, pixel_sums_i32)
 
 /* out[n, g*Og+o, p] = (float)(((double)acc[p][o] + a[o] + b[o] * sx[p]) * s[o]) for one tile (aff = a, b, s):
- * pixel by pixel, so the row of accumulators is read once and n, p found once per pixel. */
+ * one output channel and one image's stretch of pixels at a time, so the stores are contiguous. */
 static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *aff, float *out, int O, int Og,
                           int Ogp, int g, long p0, long p1, long P) {
-    const double *a = aff + g * Og, *b = aff + O + g * Og, *s = aff + 2 * O + g * Og;
-    for (long p = p0; p < p1; p++) {
-        const long n = p / P, q = p % P;
-        const int32_t *row = acc + (p - p0) * Ogp;
-        const double x = sx[p - p0];
-        float *dst = out + (n * O + (long)g * Og) * P + q;
-        for (int o = 0; o < Og; o++) dst[o * P] = (float)(((double)row[o] + a[o] + b[o] * x) * s[o]);
+    for (long pa = p0; pa < p1;) {
+        const long n = pa / P, qa = pa % P, len = (P - qa < p1 - pa) ? P - qa : p1 - pa;
+        for (int ol = 0; ol < Og; ol++) {
+            const int o = g * Og + ol;
+            const double a = aff[o], b = aff[O + o], s = aff[2 * O + o];
+            const int32_t *src = acc + (pa - p0) * Ogp + ol, *x = sx + (pa - p0);
+            float *dst = out + (n * O + o) * P + qa;
+            for (long i = 0; i < len; i++) dst[i] = (float)(((double)src[i * Ogp] + a + b * x[i]) * s);
+        }
+        pa += len;
     }
 }
 
@@ -154,8 +157,9 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
         const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;              \
         const long P = (long)Ho * Wo, NP = (long)N * P, tiles = (NP + tile - 1) / tile, plane = (long)Hp * Wp;     \
         const long ctab = (long)taps * V * Ogp, lines = (ctab * (long)sizeof(T) + 63) / 64;                       \
-        int offs[taps];                                                                                             \
+        int offs[taps], need_sx = 0;                                                                                \
         tap_offsets(offs, kh, kw, dh, dw, Wp);                                                                      \
+        for (int o = 0; o < O; o++) need_sx |= aff[O + o] != 0.0;  /* the activation sums only matter when b != 0 */\
         _Pragma("omp parallel num_threads(threads)") {                                                              \
             _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
                 FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, NULL, tab + gk * V * Ogp);          \
@@ -179,9 +183,11 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
                         const int32_t *base = cip + pbase[p];                                                       \
                         for (long l = 0; l < step && next < end; l++, next += 64) __builtin_prefetch(next, 0, 2);   \
                         PASS(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                      \
-                        int s = 0;                                                                                  \
-                        for (int k = 0; k < taps; k++) s += base[offs[k]];                                          \
-                        sx[p] += s;                                                                                 \
+                        if (need_sx) {                                                                              \
+                            int s = 0;                                                                              \
+                            for (int k = 0; k < taps; k++) s += base[offs[k]];                                      \
+                            sx[p] += s;                                                                             \
+                        }                                                                                           \
                     }                                                                                               \
                 }                                                                                                   \
                 tile_epilogue(acc, sx, aff, out, O, Og, Ogp, g, p0, p1, P);                                         \
