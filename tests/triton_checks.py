@@ -359,6 +359,27 @@ def check_accumulate():
                 assert torch.equal(signed, acc.accumulate(cols, w_index, pair, True, path="torch"))
 
 
+def check_netlist_adder_layer():
+    """The generated adder-layer kernel of a wide (12-bit) approximate adder against NetlistAdder's torch path, and
+    the layer's dispatch to it when the compiled CPU kernel is off."""
+    from circuits.generators import ripple_carry_adder
+    from dnn.arith.netlist_adder import NetlistAdder, adder_sums_torch
+    from dnn.kernels import netlist_native
+    from dnn.kernels.triton import netlist
+    gen = torch.Generator().manual_seed(13)
+    adder = NetlistAdder(ripple_carry_adder(12, "ama2", 4))
+    assert adder.diff is None  # beyond the domain table: the per-pair path
+    for geom, shape in GEOMETRIES[:2]:
+        xq = torch.randint(-adder.qmax, adder.qmax + 1, shape, generator=gen).float()
+        wq = torch.randint(-adder.qmax, adder.qmax + 1, (5, shape[1], *geom.kernel), generator=gen).float()
+        got = netlist.adder_abs_sums(adder.program, xq, wq, geom, adder.bits)
+        assert torch.equal(got, adder_sums_torch(adder.program, xq, wq, geom, adder.bits))
+    netlist_native.usable = lambda *args: False
+    with _Counting(netlist, ["adder_abs_sums"]) as count:
+        sums = adder.abs_sums(xq, wq, geom)
+    assert count.calls == {"adder_abs_sums": 1} and torch.equal(sums, got.to(sums.dtype))
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 

@@ -22,6 +22,7 @@ from circuits.errors import AxnetError
 from dnn.arith.base import ELEMENTWISE_CHUNK, FLOAT32_EXACT, _signed, _ste_backward, _TableAdder
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
+from dnn.kernels import triton as triton_kernels
 
 TABLE_BITS = 8  # up to here the (V, V) domain table (V = 2^(n-1) - 1) is cheaper than per-pair evaluation
 GRADS = ("ste", "diff")
@@ -126,6 +127,9 @@ class NetlistAdder(_TableAdder):
         sums = None
         if netlist_native.usable(xq, self.bits):
             sums = netlist_native.adder_abs_sums(self.program, xq, wq, geom, self.bits)
+        if sums is None and triton_kernels.use(xq, wq):  # CUDA: one generated Triton kernel per circuit
+            from dnn.kernels.triton import netlist as triton_netlist
+            sums = triton_netlist.adder_abs_sums(self.program, xq, wq, geom, self.bits)
         if sums is None:
             sums = self.pairwise_sums(xq, wq, geom)
         bound = (1 << (self.bits - 1)) * wq[0].numel()
