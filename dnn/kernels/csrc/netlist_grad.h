@@ -5,7 +5,9 @@
  * G_w = (C(w1, c) + C(w0, c) - C(w_0, c) - C(w_1, c)) / den_w and G_c likewise along c (the four neighbours and the
  * divisor come from the caller for w, and are computed here per lane for c); the numerators are summed bit-sliced,
  * then d and both numerators leave the bit domain in one transpose (three when 3n + 4 > 64). Then, in real units
- * dr = d * step: grad_w[o, k] += g * (-dr * G_w) and grad_cols[n, k, p] += g * (clamp(dr, -1, 1) * G_c).
+ * dr = d * step: grad_w[o, k] += g * (-dr * G_w) and grad_cols[n, k, p] += g * (clamp(dr, -1, 1) * G_c), each
+ * divisor taken out of its sum (den_w is one per weight, den_c one per pixel and tap), so results differ from the
+ * per-pair torch reference by float32 rounding only.
  */
 #define NL_NUM (NL_BITS + 2) /* planes of a numerator: four signed n-bit values summed */
 
@@ -40,8 +42,19 @@ static inline float nl_window(int64_t v, int qmax, int hw, uint64_t mask, uint64
     return (float)den;
 }
 
-static inline int64_t nl_field(uint64_t word, int off, int bits) { /* signed field of a packed word */
-    return (int64_t)(word << (64 - off - bits)) >> (64 - bits);
+typedef float nlf __attribute__((vector_size(4 * NL_LANES)));
+typedef int64_t nlvs __attribute__((vector_size(8 * NL_LANES)));
+#define NLF_ZERO ((nlf){0})
+
+typedef int32_t nlfi __attribute__((vector_size(4 * NL_LANES)));
+
+static inline nlf nl_loadf(const float *p) { nlf v; memcpy(&v, p, sizeof v); return v; }
+static inline nlf nl_select(nlfi m, nlf a, nlf b) { return (nlf)(((nlfi)a & m) | ((nlfi)b & ~m)); }
+
+/* The signed field [off, off + bits) of every lane's packed word, as floats. */
+static inline nlf nl_field_float(nlv word, int off, int bits) {
+    const nlvs v = (nlvs)(word << (64 - off - bits)) >> (64 - bits);
+    return __builtin_convertvector(v, nlf);
 }
 
 /* bp, geometry: as nl_adder_forward. wplanes (O, K, NL_BITS) and wnplanes (O, K, 4, NL_BITS): 0/~0 words of w and
@@ -64,7 +77,9 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint64_t *wplanes, const u
     {
         double *gw = grad_w + (long)omp_get_thread_num() * O * K;
         long base[NL_GROUP], gofs[NL_GROUP], cofs[NL_GROUP];
-        float denc[NL_GROUP], gacc[NL_GROUP];
+        float denc[NL_GROUP];
+        nlf gacc[64];
+        float *gt = (float *)malloc(sizeof(float) * (long)O * NL_GROUP);
         uint64_t nb[4][NL_GROUP];
         nlv rows[64], rows2[64], rows3[64], cpl[5][NL_BITS], in[2 * NL_BITS], y[NL_BITS], d[NL_BITS];
         nlv numw[NL_NUM], numc[NL_NUM];
@@ -79,6 +94,9 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint64_t *wplanes, const u
                 gofs[q] = n * O * HW + r;
                 cofs[q] = n * K * HW + r;
             }
+            for (int o = 0; o < O; o++) /* the tile's output gradient, lane order; 0 on lanes past the end */
+                for (int q = 0; q < NL_GROUP; q++)
+                    gt[(long)o * NL_GROUP + q] = base[q] < 0 ? 0.0f : g[gofs[q] + (long)o * HW];
             for (long k = 0; k < K; k++) {
                 for (int q = 0; q < NL_GROUP; q++) {
                     const uint64_t pat = base[q] < 0 ? 0 : bp[base[q] + taps[k]];
@@ -87,8 +105,8 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint64_t *wplanes, const u
                     denc[q] = nl_window(v, qmax, hw, mask, four);
                     for (int t = 0; t < 4; t++) nb[t][q] = four[t];
                     rows[q / NL_LANES][q % NL_LANES] = pat;
-                    gacc[q] = 0.0f;
                 }
+                memset(gacc, 0, sizeof gacc);
                 nl_transpose(rows);
                 memcpy(cpl[0], rows, sizeof(nlv) * NL_BITS);
                 for (int t = 0; t < 4; t++) {
@@ -131,24 +149,26 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint64_t *wplanes, const u
                     }
                     nl_transpose(rows);
                     const nlv *rw = packed ? rows : rows2, *rc = packed ? rows : rows3;
-                    const float den_w = denw[(long)o * K + k];
-                    float wsum = 0.0f;
-                    for (int q = 0; q < NL_GROUP; q++) {
-                        if (base[q] < 0) continue;
-                        const int t = q / NL_LANES, l = q % NL_LANES;
-                        const float dr = (float)nl_field(rows[t][l], 0, NL_BITS) * step;
-                        const float gwv = (float)nl_field(rw[t][l], off_w, NL_NUM) / den_w;
-                        const float gcv = (float)nl_field(rc[t][l], off_c, NL_NUM) / denc[q];
-                        const float gv = g[gofs[q] + (long)o * HW];
-                        wsum += gv * (-dr * gwv);
-                        gacc[q] += gv * ((dr < -1.0f ? -1.0f : dr > 1.0f ? 1.0f : dr) * gcv);
+                    const float *go = gt + (long)o * NL_GROUP;
+                    const nlf one = NLF_ZERO + 1.0f;
+                    nlf wsum = NLF_ZERO;
+                    /* the divisors are constant along o (den_c) or over the tile (den_w): divided out once, below */
+                    for (int t = 0; t < 64; t++) { /* lanes t * NL_LANES .. + NL_LANES - 1, as vectors */
+                        const nlf dr = nl_field_float(rows[t], 0, NL_BITS) * step;
+                        const nlf gv = nl_loadf(go + t * NL_LANES);
+                        const nlf clamped = nl_select(dr > one, one, nl_select(dr < -one, -one, dr));
+                        wsum += gv * (-dr * nl_field_float(rw[t], off_w, NL_NUM));
+                        gacc[t] += gv * (clamped * nl_field_float(rc[t], off_c, NL_NUM));
                     }
-                    gw[(long)o * K + k] += wsum;
+                    float wtotal = 0.0f;
+                    for (int l = 0; l < NL_LANES; l++) wtotal += wsum[l];
+                    gw[(long)o * K + k] += wtotal / denw[(long)o * K + k];
                 }
                 for (int q = 0; q < NL_GROUP; q++)
-                    if (base[q] >= 0) grad_cols[cofs[q] + k * HW] = gacc[q];
+                    if (base[q] >= 0) grad_cols[cofs[q] + k * HW] = gacc[q / NL_LANES][q % NL_LANES] / denc[q];
             }
         }
+        free(gt);
     }
     free(taps);
 }
