@@ -257,5 +257,6 @@ def test_compiled_diff_backward_equals_the_torch_reference(net, half_window):
     if compiled is None:
         pytest.skip("no C compiler")
     gx, gw = adder.diff_backward(x, w, step, g, geom, (True, True))
-    torch.testing.assert_close(compiled[0], gx, rtol=1e-6, atol=1e-6)  # float32 sums in another order
-    torch.testing.assert_close(compiled[1], gw, rtol=1e-5, atol=1e-5)
+    # float32 sums in another order, divisors taken out of the sums: equal to float32 rounding of the largest terms
+    for fast, slow in zip(compiled, (gx, gw)):
+        assert (fast - slow).abs().max() <= 1e-5 * slow.abs().max()
