@@ -24,6 +24,7 @@ import numpy as np
 
 from circuits.errors import AxnetError
 from simulator import native
+from simulator.evaluator import Evaluator
 from simulator.program import Program, compile_netlist
 
 CSRC = Path(__file__).resolve().parent / "csrc"
@@ -285,7 +286,6 @@ def pack_operands(values, widths):
 
 def numpy_evaluate_operands(program, values, widths):
     """Reference per-lane evaluation in numpy: pack, transpose to planes, run the program, transpose back."""
-    from simulator.exhaustive import Evaluator  # late: exhaustive imports this module
     pattern = pack_operands(values, widths)
     n = pattern.size
     if n == 0:
