@@ -380,6 +380,35 @@ def check_netlist_adder_layer():
     assert count.calls == {"adder_abs_sums": 1} and torch.equal(sums, got.to(sums.dtype))
 
 
+def check_netlist_multiplier_layer():
+    """The generated multiplier-layer kernel (unsigned and signed, a plain array multiplier and one with its low
+    product bits cut) against NetlistMultiplier's torch path, and the back-end's dispatch to it."""
+    from circuits.generators import array_multiplier
+    from circuits.netlist import Netlist
+    from dnn.arith.netlist_multiplier import NetlistMultiplier, product_sums_torch
+    from dnn.kernels import netlist_native
+    from dnn.kernels.triton import netlist
+    gen = torch.Generator().manual_seed(14)
+    exact = array_multiplier(5, 4)
+    cut = Netlist(exact.name + "_cut", exact.inputs, exact.outputs, dict(exact.nodes), exact.source)
+    for name in exact.outputs[:2]:  # the two low product bits tied to 0: an approximate multiplier
+        cut.nodes[name] = type(cut.nodes[name])(name, (), (), 1)
+    for circuit in (exact, cut):
+        for mode in ("unsigned", "signed"):
+            mult = NetlistMultiplier(circuit, mode=mode)
+            lo, hi = mult.qrange(0)
+            qx = torch.randint(lo, hi + 1, (45, 6), generator=gen).float()
+            lo, hi = mult.qrange(1)
+            qw = torch.randint(lo, hi + 1, (17, 6), generator=gen).float()
+            want = product_sums_torch(mult.program, qx, qw, mult.widths, mult.out_bits, mode == "signed")
+            got = netlist.product_sums(mult.program, qx, qw, mult.widths, mode == "signed")
+            assert torch.equal(got, want), f"{circuit.name} {mode}"
+    netlist_native.enabled = lambda: False
+    with _Counting(netlist, ["product_sums"]) as count:
+        sums = mult.product_sums(qx, qw)
+    assert count.calls == {"product_sums": 1} and torch.equal(sums, want.double())
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 

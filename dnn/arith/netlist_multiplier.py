@@ -14,6 +14,7 @@ import torch
 from circuits.errors import AxnetError
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
+from dnn.kernels import triton as triton_kernels
 
 MODES = ("unsigned", "signed")
 MAX_OUTPUTS = 62  # product words and their sums over a patch stay inside int64
@@ -99,6 +100,9 @@ class NetlistMultiplier:
         if qx.device.type == "cpu" and netlist_native.enabled():
             sums = netlist_native.mult_sums(self.program, qx, qw, self.widths, self.out_bits,
                                             self.mode == "signed")
+        if sums is None and triton_kernels.use(qx, qw):  # CUDA: one generated Triton kernel per circuit
+            from dnn.kernels.triton import netlist as triton_netlist
+            sums = triton_netlist.product_sums(self.program, qx, qw, self.widths, self.mode == "signed")
         if sums is None:
             sums = product_sums_torch(self.program, qx, qw, self.widths, self.out_bits, self.mode == "signed")
         return sums.to(torch.float64)
