@@ -29,13 +29,15 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from circuits.generators import array_multiplier, ripple_carry_adder  # noqa: E402
-from dnn import (Adder2d, ApproxConv2d, ExactInt, LutAdder, LutMultiplier, adaptive_lr_scale_,  # noqa: E402
-                 build_model, set_arith)
+from dnn import (Accumulator, Adder2d, ApproxConv2d, CellAdder, ExactInt, LutAdder, LutMultiplier,  # noqa: E402
+                 NetlistAdder, adaptive_lr_scale_, build_model, set_arith)
+from dnn.arith.netlist_multiplier import NetlistMultiplier  # noqa: E402
 from dnn.kernels import triton as triton_kernels  # noqa: E402
 from lutgen.lut import build_lut  # noqa: E402
 
 SHAPES = {"resnet20_16x32x32": (16, 16, 32), "resnet20_64x8x8": (64, 64, 8)}  # (in, out channels, image size)
 TARGETS = {"exact_step": 2.0, "lut8_layer": 4.0, "gradlut_vs_ste_step": 2.0}
+LUT8_KINDS = ("adder_lut8_ste", "mult_lut8_ste", "adder_netlist8")  # judged by the <= 4x target, forward and step
 
 
 def _sync():
@@ -62,27 +64,30 @@ def paired(base, candidate, repeats):
 
 
 def layer_kinds():
-    """name -> (module factory taking (cin, cout), whether it is an 8-bit LUT layer)."""
+    """name -> module factory taking (cin, cout)."""
     adder_lut = build_lut(ripple_carry_adder(8, "ama2", 3))
     mult_lut = build_lut(array_multiplier(8, 8))
 
-    def adder(arith):
+    def adder(arith, accum=None):
         def make(cin, cout):
-            layer = Adder2d(cin, cout, 3, padding=1)
-            layer.arith = arith
-            return layer
+            return Adder2d(cin, cout, 3, padding=1, arith=arith, accum=accum)
         return make
 
     def mult(m):
         return lambda cin, cout: ApproxConv2d(cin, cout, 3, padding=1, bias=False, mult=m)
 
     return {
-        "adder_exact_float": (adder(None), False),
-        "adder_exact_int8": (adder(ExactInt(8)), False),
-        "adder_lut8_ste": (adder(LutAdder(adder_lut)), True),
-        "adder_lut8_gradlut": (adder(LutAdder(adder_lut, grad="lut", half_window=2)), True),
-        "mult_lut8_ste": (mult(LutMultiplier(mult_lut, mode="unsigned")), True),
-        "mult_lut8_gradlut": (mult(LutMultiplier(mult_lut, mode="unsigned", grad="lut", half_window=2)), True),
+        "adder_exact_float": adder(None),
+        "adder_exact_int8": adder(ExactInt(8)),
+        "adder_lut8_ste": adder(LutAdder(adder_lut)),
+        "adder_lut8_gradlut": adder(LutAdder(adder_lut, grad="lut", half_window=2)),
+        "mult_lut8_ste": mult(LutMultiplier(mult_lut, mode="unsigned")),
+        "mult_lut8_gradlut": mult(LutMultiplier(mult_lut, mode="unsigned", grad="lut", half_window=2)),
+        "adder_cell_maj_k4_w16": adder(CellAdder("maj", 4, 16)),
+        "adder_netlist8": adder(NetlistAdder(ripple_carry_adder(8, "ama2", 3))),
+        "adder_netlist12_wide": adder(NetlistAdder(ripple_carry_adder(12, "ama2", 4))),
+        "adder_lut8_accum_loa16": adder(LutAdder(adder_lut), Accumulator("loa:16:k=4")),
+        "mult_netlist8": mult(NetlistMultiplier(array_multiplier(8, 8))),
     }
 
 
@@ -111,14 +116,16 @@ def layer_benchmarks(batch, repeats, device):
         conv_fwd, conv_step = forward_and_step(nn.Conv2d(cin, cout, 3, padding=1, bias=False).to(device), x,
                                                grad_out)
         rows = {}
-        for name, (make, _) in kinds.items():
-            fwd, step = forward_and_step(make(cin, cout).to(device), x, grad_out)
-            rows[name] = {"forward_vs_conv": paired(conv_fwd, fwd, repeats),
-                          "step_vs_conv": paired(conv_step, step, repeats)}
+        for name, make in kinds.items():
+            try:  # one kind that fails must not cost the others their figures on a borrowed GPU
+                fwd, step = forward_and_step(make(cin, cout).to(device), x, grad_out)
+                rows[name] = {"forward_vs_conv": paired(conv_fwd, fwd, repeats),
+                              "step_vs_conv": paired(conv_step, step, repeats)}
+            except Exception as exc:  # noqa: BLE001 - recorded in the report
+                rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         for kind in ("adder", "mult"):
-            ste_fwd, ste_step = forward_and_step(kinds[f"{kind}_lut8_ste"][0](cin, cout).to(device), x, grad_out)
-            lut_fwd, lut_step = forward_and_step(kinds[f"{kind}_lut8_gradlut"][0](cin, cout).to(device), x,
-                                                 grad_out)
+            ste_fwd, ste_step = forward_and_step(kinds[f"{kind}_lut8_ste"](cin, cout).to(device), x, grad_out)
+            lut_fwd, lut_step = forward_and_step(kinds[f"{kind}_lut8_gradlut"](cin, cout).to(device), x, grad_out)
             rows[f"{kind}_lut8_gradlut_step_vs_ste_step"] = paired(ste_step, lut_step, repeats)
         out[shape_name] = rows
     return out
@@ -220,9 +227,10 @@ def targets(report):
     """Each issue target: the measured ratio (the worst over the layer shapes) and whether it is met."""
     layers = report["layers"].values()
     worst = {
-        "exact_step": max(r["adder_exact_float"]["step_vs_conv"]["ratio"] for r in layers),
-        "lut8_layer": max(r[k][m]["ratio"] for r in layers for k in ("adder_lut8_ste", "mult_lut8_ste")
-                          for m in ("forward_vs_conv", "step_vs_conv")),
+        "exact_step": max(r["adder_exact_float"]["step_vs_conv"]["ratio"] for r in layers
+                          if "error" not in r["adder_exact_float"]),
+        "lut8_layer": max(r[k][m]["ratio"] for r in layers for k in LUT8_KINDS
+                          for m in ("forward_vs_conv", "step_vs_conv") if "error" not in r[k]),
         "gradlut_vs_ste_step": max(r[f"{k}_lut8_gradlut_step_vs_ste_step"]["ratio"] for r in layers
                                    for k in ("adder", "mult")),
     }
