@@ -253,7 +253,16 @@ def main():
         report["layers"][name] = layer_benchmarks(name, shape, repeats, device, lut)
         if args.quick:
             break
+    report["netlist_issue10"] = netlist_benchmarks(repeats, device, (0, 8, 20, 32) if args.quick else range(33))
     print(json.dumps(report, indent=2))
+
+
+def netlist_benchmarks(repeats, device, ks):
+    """Netlist back-ends (issue 10): 16-bit adder, 12x12 multiplier and 32-bit cell adders at every k against
+    nn.Conv2d, a grad=diff step against its forward; see benchmarks/bench_netlist.py (also runnable alone)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_netlist import netlist_benchmarks as run
+    return run(repeats, device, ks)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,17 @@
  */
 #include <omp.h>
 
+/* One tap of one filter: acc += |C(w, -x)| with w's bits `wbits` (0/~0 words) and the tap's planes of -x. */
+static inline __attribute__((always_inline)) void nl_tap(nlv *acc, const uint64_t *wbits, const nlv *xpl,
+                                                         int acc_bits) {
+    nlv in[2 * NL_BITS], y[NL_BITS];
+    for (int i = 0; i < NL_BITS; i++) in[i] = NLV_ZERO + wbits[i], in[NL_BITS + i] = xpl[i];
+    nl_circuit(in, y);
+    const nlv s = y[NL_BITS - 1];
+    for (int i = 0; i < NL_BITS - 1; i++) y[i] ^= s;
+    nl_accumulate(acc, y, s, NL_BITS - 1, acc_bits);
+}
+
 /* bp: padded image of -x patterns (N, C, Hp, Wp), uint32; wplanes (O, K, NL_BITS) words 0 or ~0 (bit i of w[o, k]);
  * out (N, O, Ho, Wo) int64; acc_bits: planes of the accumulator (enough for K * 2^(n-1)). */
 void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out, int N, int C, int Hp, int Wp,
@@ -28,7 +39,7 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
     {
         nlv *xplanes = (nlv *)aligned_alloc(sizeof(nlv), sizeof(nlv) * K * NL_BITS);
         long base[NL_GROUP];
-        nlv rows[64], acc[64], in[2 * NL_BITS], y[NL_BITS];
+        nlv rows[64], acc[64], acc2[64];
 #pragma omp for schedule(dynamic, 1)
         for (long tile = 0; tile < tiles; tile++) {
             const long first = tile * NL_GROUP;
@@ -47,23 +58,22 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
                 nl_transpose(rows);
                 memcpy(xplanes + k * NL_BITS, rows, sizeof(nlv) * NL_BITS);
             }
-            for (int o = 0; o < O; o++) {
+            for (int o = 0; o < O; o += 2) { /* two filters per pass: two independent carry chains to overlap */
+                const int pair = o + 1 < O;
                 memset(acc, 0, sizeof acc);
-                const uint64_t *wo = wplanes + (long)o * K * NL_BITS;
+                memset(acc2, 0, sizeof acc2);
+                const uint64_t *wo = wplanes + (long)o * K * NL_BITS, *wo2 = wo + (pair ? K * NL_BITS : 0);
                 for (long k = 0; k < K; k++) {
-                    for (int i = 0; i < NL_BITS; i++) {
-                        in[i] = NLV_ZERO + wo[k * NL_BITS + i];
-                        in[NL_BITS + i] = xplanes[k * NL_BITS + i];
-                    }
-                    nl_circuit(in, y);
-                    const nlv s = y[NL_BITS - 1];
-                    for (int i = 0; i < NL_BITS - 1; i++) y[i] ^= s;
-                    nl_accumulate(acc, y, s, NL_BITS - 1, acc_bits);
+                    nl_tap(acc, wo + k * NL_BITS, xplanes + k * NL_BITS, acc_bits);
+                    if (pair) nl_tap(acc2, wo2 + k * NL_BITS, xplanes + k * NL_BITS, acc_bits);
                 }
-                nl_transpose(acc);
-                for (int q = 0; q < NL_GROUP && first + q < P; q++) {
-                    const long p = first + q, n = p / HW, r = p % HW;
-                    out[(n * O + o) * HW + r] = (int64_t)acc[q / NL_LANES][q % NL_LANES];
+                for (int f = 0; f <= pair; f++) {
+                    nlv *a = f ? acc2 : acc;
+                    nl_transpose(a);
+                    for (int q = 0; q < NL_GROUP && first + q < P; q++) {
+                        const long p = first + q, n = p / HW, r = p % HW;
+                        out[(n * O + o + f) * HW + r] = (int64_t)a[q / NL_LANES][q % NL_LANES];
+                    }
                 }
             }
         }
