@@ -86,11 +86,11 @@ def build_seconds(netlists):
         os.environ["AXNET_CACHE"] = tmp
         try:
             for nl in netlists:
-                engine._MEMO.clear()
+                engine.forget_all()
                 start = time.perf_counter()
                 circuit = engine.compile_native(nl)
                 built = time.perf_counter() - start
-                engine._MEMO.clear()
+                engine.forget_all()
                 native._LOADED.clear()
                 start = time.perf_counter()
                 engine.compile_native(nl)
@@ -103,7 +103,7 @@ def build_seconds(netlists):
                 os.environ.pop("AXNET_CACHE", None)
             else:
                 os.environ["AXNET_CACHE"] = saved
-            engine._MEMO.clear()
+            engine.forget_all()
             native._LOADED.clear()
     return out
 

@@ -141,7 +141,7 @@ def _fresh_circuit():
 
 
 def test_build_failure_is_recorded_and_numpy_takes_over(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine, "_MEMO", {})
+    engine.forget_all()
     monkeypatch.setattr(native, "_LOADED", {})
     monkeypatch.setenv("AXNET_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")
@@ -153,12 +153,12 @@ def test_build_failure_is_recorded_and_numpy_takes_over(monkeypatch, tmp_path):
         engine.evaluate_patterns(nl, np.arange(8), backend="native")
     assert list(engine.evaluate_patterns(nl, np.arange(8))) == [nl.evaluate_int(p) for p in range(8)]
     monkeypatch.setenv("AXNET_NATIVE", "0")
-    monkeypatch.setattr(engine, "_MEMO", {})
+    engine.forget_all()
     assert engine.compile_native(nl) is None and "AXNET_NATIVE=0" in native.last_error()
 
 
 def test_library_is_cached_on_disk_and_reloaded(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine, "_MEMO", {})
+    engine.forget_all()
     monkeypatch.setattr(native, "_LOADED", {})
     monkeypatch.setenv("AXNET_CACHE", str(tmp_path))
     nl = _fresh_circuit()
@@ -169,6 +169,6 @@ def test_library_is_cached_on_disk_and_reloaded(monkeypatch, tmp_path):
     built = list(tmp_path.glob("engine/*.so"))
     assert len(built) == 1 and native.is_cached("circuit", source, engine.CSRC)
     assert not list(tmp_path.glob("engine/.build-*"))  # the temporary build directory is gone
-    monkeypatch.setattr(engine, "_MEMO", {})
+    engine.forget_all()
     monkeypatch.setattr(native, "_LOADED", {})
     assert engine.compile_native(nl, work=1) is not None  # on disk: used even for small work
