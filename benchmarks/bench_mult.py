@@ -6,8 +6,9 @@ table. Every ratio is the median over interleaved pairs measured in this run, so
 - training step (forward + backward from a dense output gradient), straight-through / nn.Conv2d's (target <= 6x);
 - gradient-LUT step / straight-through step (target <= 2x).
 The compiled forward is checked bit-identical to the torch version, and the integer sums to the elementwise gather,
-before timing. `bandwidth` holds the measured L2 and memory read bandwidth here and the bytes the table kernels move
-per (activation, weight) pair, for reading a ratio against what this CPU can move. About 2 minutes on 2 cores.
+before timing. `bandwidth` holds the measured L2 and memory read bandwidth here and the table bytes per
+(activation, weight) pair the layer moves per second, for reading a ratio against what this CPU can move. About a
+minute on 2 quiet cores.
 
     python benchmarks/bench_mult.py [--repeats 7] [--threads N] [--quick]
 """
@@ -136,16 +137,21 @@ def read_bandwidth(numel, repeats):
 
 
 def bandwidth(results):
-    """Measured bandwidth and the bytes per pair the kernels move: the floor each ratio can reach on this CPU."""
-    l2 = read_bandwidth(1 << 17, 200)  # 512 KiB: an L2-resident table
-    memory = read_bandwidth(1 << 26, 5)  # 256 MiB: beyond the caches
-    out = {"l2_read_gb_s": l2, "memory_read_gb_s": memory,
-           "forward_bytes_per_pair": 2.0,  # one int16 table entry per (pixel, tap, output), from L1/L2
-           "lut_backward_bytes_per_pair": 16.0}  # a float slope read, a float scatter entry read and written, g read
+    """Measured read bandwidth here, and the table bytes the layer moves per second as timed above.
+
+    Per (activation, weight) pair the forward reads one int16 table entry (2 bytes) from one channel's folded tables
+    (295 KiB on S2, in L2) at a row no prefetcher predicts; the gradient-LUT backward reads a float32 slope and reads
+    and writes a float32 scatter entry (12 bytes). The achieved rates, set against the sequential L2 and memory
+    rates, show how far the table traffic is from what this CPU can move (the layer times include quantization)."""
+    out = {"threads": torch.get_num_threads(), "l2_read_gb_s": read_bandwidth(1 << 17, 200),
+           "memory_read_gb_s": read_bandwidth(1 << 26, 5), "forward_bytes_per_pair": 2,
+           "lut_backward_bytes_per_pair": 12}
     for name, res in results.items():
         pairs = res["pairs"]
-        out[f"{name}_forward_floor_ms"] = round(1e3 * pairs * out["forward_bytes_per_pair"] / (l2 * 1e9), 2)
-        out[f"{name}_lut_backward_floor_ms"] = round(1e3 * pairs * out["lut_backward_bytes_per_pair"] / (l2 * 1e9), 2)
+        forward_s = res["forward_vs_conv"]["candidate_ms"] / 1e3
+        backward_s = max(res["lut_step_vs_ste_step"]["candidate_ms"] / 1e3 - forward_s, 1e-6)
+        out[f"{name}_forward_table_gb_s"] = round(pairs * 2 / forward_s / 1e9, 1)
+        out[f"{name}_lut_backward_table_gb_s"] = round(pairs * 12 / backward_s / 1e9, 1)
     return out
 
 

@@ -240,6 +240,15 @@ def grad_rows(grad_out, groups):
     return F.pad(rows, (0, outputs_padded(og) - og)).reshape(n, ho, wo, -1).contiguous()
 
 
+GRAD_CHUNK_BYTES = 1 << 20  # output gradient of the images one sorted pass of the table backward reads (L2)
+
+
+def grad_chunk(rows):
+    """Images per sorted pass of the table backward: their output gradient rows stay in L2."""
+    per_image = rows[0].numel() * 4
+    return max(1, min(rows.shape[0], GRAD_CHUNK_BYTES // max(per_image, 1)))
+
+
 def table_grads(padded, ma, bias, mw, wi, groups, geom, x_shape, rows, out_size):
     """Compiled table gradients: (gx (N, C, H, W) or None, gw (O, Kg) or None), see csrc/table.c.
 
@@ -264,5 +273,5 @@ def table_grads(padded, ma, bias, mw, wi, groups, geom, x_shape, rows, out_size)
     ma_p, bias_p, mw_p, gx_p, gw_p = (_ptr(t) if t is not None else ctypes.c_void_p(None) for t in (*keep, gx, gw))
     lib.table_grads_f32(_ptr(flat), ma_p, bias_p, mw_p, *_ints(vw, v), _ptr(wi), _ptr(rows), gx_p, gw_p, _ptr(work),
                         *_ints(n, c, hp, wp, o, groups), *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo),
-                        *_ints(*geom.padding), *_ints(x_shape[2], x_shape[3], threads))
+                        *_ints(*geom.padding), *_ints(x_shape[2], x_shape[3], grad_chunk(rows), threads))
     return gx, gw

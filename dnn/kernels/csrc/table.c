@@ -44,7 +44,7 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
                     : _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base, 4))
 #define FOLD(NAME, T)                                                                                               \
     static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
-                     const float *bias, T *dst) {                                                                   \
+                     const float *bias, T *dst, long stride) {                                                      \
         for (int b = 0; b < Ogp; b += 16) {                                                                         \
             int32_t w[16];                                                                                          \
             float add[16];                                                                                          \
@@ -58,7 +58,7 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
             const __m512 extra = _mm512_loadu_ps(add);                                                              \
             for (int v = 0; v < V; v++, idx = _mm512_add_epi32(idx, vw)) {                                          \
                 const __m512i g = GATHER16(T, mat, idx, mask);                                                      \
-                T *d = dst + (long)v * Ogp + b;                                                                     \
+                T *d = dst + (long)v * stride + b;                                                                  \
                 if (sizeof(T) == 2)                                                                                 \
                     _mm256_storeu_si256((__m256i *)d, _mm512_cvtepi32_epi16(g));                                    \
                 else if ((T)0.5f == 0)                                                                              \
@@ -71,12 +71,12 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
 #else
 #define FOLD(NAME, T)                                                                                               \
     static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
-                     const float *bias, T *dst) {                                                                   \
+                     const float *bias, T *dst, long stride) {                                                      \
         int32_t w[Og > 0 ? Og : 1];                                                                                 \
         for (int o = 0; o < Og; o++) w[o] = wi[(long)(o0 + o) * Kg + k];                                            \
         for (int v = 0; v < V; v++) {                                                                               \
             const T *row = mat + (long)v * Vw;                                                                      \
-            T *d = dst + (long)v * Ogp;                                                                             \
+            T *d = dst + (long)v * stride;                                                                          \
             for (int o = 0; o < Og; o++) d[o] = row[w[o]] + (bias ? (T)bias[o0 + o] : (T)0);                      \
             for (int o = Og; o < Ogp; o++) d[o] = 0;                                                                \
         }                                                                                                           \
@@ -162,7 +162,7 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
         for (int o = 0; o < O; o++) need_sx |= aff[O + o] != 0.0;  /* the activation sums only matter when b != 0 */\
         _Pragma("omp parallel num_threads(threads)") {                                                              \
             _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
-                FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, NULL, tab + gk * V * Ogp);          \
+                FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, NULL, tab + gk * V * Ogp, Ogp);     \
             int32_t *acc = work + (long)omp_get_thread_num() * tile * (Ogp + 3), *sx = acc + (long)tile * Ogp;     \
             long *pbase = (long *)(sx + tile);                                                                      \
             _Pragma("omp for schedule(dynamic, 1)") for (long t = 0; t < (long)G * tiles; t++) {                    \
@@ -200,34 +200,6 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
 TABLE_SUMS(table_sums_i16, int16_t, fold_i16, channel_pass_i16)
 TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32)
 
-/* One padded input pixel of one channel in the backward: returns s = sum over the taps and the output pixels
- * reading it of dot(g[n,oh,ow,:], A[k][v][:]) (A given), and adds g[n,oh,ow,:] to H[k][v][:] (H given).
- * ohs/ows: the output row (column) reading this pixel through filter row i (column j), or -1. Each 16-output
- * block keeps its own partial dot product, so the multiply-adds of the taps do not wait on one another. */
-static inline __attribute__((always_inline)) float pixel_grads(const float *grow, const int *ohs, const int *ows,
-                                                               int kh, int kw, int Wo, long gs, int Ogp, int V,
-                                                               int v, const float *A, float *H, const int NV) {
-    f32v s[8];
-    for (int q = 0; q < NV; q++) s[q] = (f32v){0};
-    for (int i = 0; i < kh; i++) {
-        if (ohs[i] < 0) continue;
-        for (int j = 0; j < kw; j++) {
-            if (ows[j] < 0) continue;
-            const long row = ((long)(i * kw + j) * V + v) * Ogp;
-            const float *gv = grow + ((long)ohs[i] * Wo + ows[j]) * gs;
-            for (int o0 = 0; o0 < Ogp; o0 += 16 * NV)
-                for (int q = 0; q < NV && o0 + 16 * q < Ogp; q++) {
-                    const f32v g = load_f32(gv + o0 + 16 * q);
-                    if (A) s[q] += g * load_f32(A + row + o0 + 16 * q);
-                    if (H) store_f32(H + row + o0 + 16 * q, load_f32(H + row + o0 + 16 * q) + g);
-                }
-        }
-    }
-    f32v t = s[0];
-    for (int q = 1; q < NV; q++) t += s[q];
-    return hsum_f32(t);
-}
-
 /* Output row (column) of each padded row r (column) through filter row i (column j), or -1: computed once per call,
  * not per pixel (divisions by the stride). */
 static void reader_table(int *tab, int size, int taps, int step, int dil, int out) {
@@ -238,7 +210,7 @@ static void reader_table(int *tab, int size, int taps, int step, int dil, int ou
         }
 }
 
-/* gw[o][k] = sum_v H[j][v][o] * mw[v][wi[o][k]] for the taps k = cl*taps + j of one channel, 16 outputs at a
+/* gw[o][k] = sum_v H[v][j][o] * mw[v][wi[o][k]] for the taps k = cl*taps + j of one channel, 16 outputs at a
  * time: H rows are contiguous over o, the mw entries a gather from one row of the matrix (in L1). */
 static void channel_weight_grad(const float *H, const float *mw, int Vw, int V, const int32_t *wi, int Kg, int o0,
                                 int Og, int Ogp, int cl, int taps, float *gw) {
@@ -252,24 +224,85 @@ static void channel_weight_grad(const float *H, const float *mw, int Vw, int V, 
                 const float *row = mw + (long)v * Vw;
                 f32v m;
                 for (int t = 0; t < 16; t++) m[t] = row[w[t]];
-                s += load_f32(H + ((long)j * V + v) * Ogp + b) * m;
+                s += load_f32(H + ((long)v * taps + j) * Ogp + b) * m;
             }
             for (int t = 0; t < 16 && b + t < Og; t++) gw[(long)(o0 + b + t) * Kg + k] = s[t];
         }
     }
 }
 
-/* Table gradients (gradient-LUT backward of both layer kinds), one pass over the padded input per channel:
+/* A pixel of the sorted walk: its image, padded row and column. */
+typedef struct { int n, r, col; } pixel_t;
+
+/* One channel's pixels of images n0..n1-1 that some output reads, sorted by value (a counting sort; `start` gets
+ * V + 1 run starts), so the pixels of one value share that value's table rows. */
+static void sort_by_value(const int32_t *ip, int C, int c, int n0, int n1, int Hp, int Wp, int V, const int *rows,
+                          const int *cols, int kh, int kw, int *start, pixel_t *order) {
+    memset(start, 0, sizeof(int) * (V + 1));
+    for (int pass = 0; pass < 2; pass++) {
+        for (int n = n0; n < n1; n++)
+            for (int r = 0; r < Hp; r++) {
+                int any = 0;
+                for (int i = 0; i < kh; i++) any |= rows[r * kh + i] >= 0;
+                if (!any) continue;
+                const int32_t *irow = ip + (((long)n * C + c) * Hp + r) * Wp;
+                for (int col = 0; col < Wp; col++) {
+                    int read = 0;
+                    for (int j = 0; j < kw; j++) read |= cols[col * kw + j] >= 0;
+                    if (!read) continue;
+                    if (pass == 0) start[irow[col] + 1]++;
+                    else order[start[irow[col]]++] = (pixel_t){n, r, col};
+                }
+            }
+        if (pass == 0)
+            for (int v = 0; v < V; v++) start[v + 1] += start[v];
+    }
+    for (int v = V; v > 0; v--) start[v] = start[v - 1];  /* the second pass moved each start to its run's end */
+    start[0] = 0;
+}
+
+/* One run of pixels holding one value, one block of NV*16 outputs, one tap (i, j): part[e] += g . Av over the
+ * run's pixels (16-lane partial dot products, summed once per pixel later) and Hv += sum of their g rows. The
+ * value's table row and the scatter sum stay in registers: no read-modify-write of table rows per pixel. */
+static inline __attribute__((always_inline)) void run_tap(const pixel_t *run, int count, const int *rows,
+                                                          const int *cols, int kh, int kw, int i, int j, int Ho,
+                                                          int Wo, long gs, const float *gt, const float *Av, float *Hv,
+                                                          f32v *part, const int NV) {
+    f32v a[4], h[4];
+    for (int q = 0; q < NV; q++) {
+        if (Av) a[q] = load_f32(Av + 16 * q);
+        h[q] = (f32v){0};
+    }
+    for (int e = 0; e < count; e++) {
+        const int oh = rows[run[e].r * kh + i], ow = cols[run[e].col * kw + j];
+        if (oh < 0 || ow < 0) continue;
+        const float *g = gt + (((long)run[e].n * Ho + oh) * Wo + ow) * gs;
+        f32v t = {0};
+        for (int q = 0; q < NV; q++) {
+            const f32v gq = load_f32(g + 16 * q);
+            if (Av) t += gq * a[q];
+            if (Hv) h[q] += gq;
+        }
+        if (Av) part[e] += t;
+    }
+    if (Hv)
+        for (int q = 0; q < NV; q++) store_f32(Hv + 16 * q, load_f32(Hv + 16 * q) + h[q]);
+}
+
+/* Table gradients (gradient-LUT backward of both layer kinds):
  * gx[n,c,h,w] = sum over the taps k and output pixels reading the pixel of dot(g[n,oh,ow,:], A[k][v][:]) with
  * A[k][v][o] = ma[v][wi[o][k]] + bias[o]; gw[o][k] = sum_v H[k][v][o] * mw[v][wi[o][k]] with
  * H[k][v][o] = sum of g[n,oh,ow,o] over the (n, oh, ow) whose tap k reads v. gt is (N, Ho, Wo, G*Ogp) float;
- * gx (N, C, H, W) and gw (O, Kg) may be NULL when not needed; work holds threads * 2 * kh*kw*V*Ogp floats. */
+ * gx (N, C, H, W, zeroed) and gw (O, Kg) may be NULL when not needed; work holds threads * 2 * kh*kw*V*Ogp floats.
+ * Threads own whole input channels. A channel's pixels are walked sorted by value, `chunk` images at a time (their
+ * output gradient stays in L2), tap by tap: each output gradient row read serves both gradients, the value's table
+ * row and scatter sum are registers, and every float sum runs in a fixed order (reproducible). */
 void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, const float *mw, int Vw, int V,
                      const int32_t *wi, const float *gt, float *gx, float *gw, float *work, int N, int C, int Hp,
                      int Wp, int O, int G, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int ph,
-                     int pw, int H, int W, int threads) {
+                     int pw, int H, int W, int chunk, int threads) {
     const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;
-    const long ctab = (long)taps * V * Ogp, gs = (long)G * Ogp;
+    const long ctab = (long)taps * V * Ogp, gs = (long)G * Ogp, vrow = (long)taps * Ogp, plane = (long)Hp * Wp;
     int *rows = malloc(sizeof(int) * ((long)Hp * kh + (long)Wp * kw));
     int *cols = rows + (long)Hp * kh;
     reader_table(rows, Hp, kh, sh, dh, Ho);
@@ -278,39 +311,53 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
     {
         float *A = ma ? work + (long)omp_get_thread_num() * 2 * ctab : NULL;
         float *Hs = mw ? work + (long)omp_get_thread_num() * 2 * ctab + ctab : NULL;
+        int *start = malloc(sizeof(int) * ((long)V + 1));
+        pixel_t *order = malloc(sizeof(pixel_t) * chunk * plane);
+        f32v *part = aligned_alloc(64, sizeof(f32v) * chunk * plane);
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < C; c++) {
             const int g = c / Cg, cl = c % Cg;
             if (A)
                 for (int j = 0; j < taps; j++)
-                    fold_f32(ma, Vw, V, wi, Kg, g * Og, Og, Ogp, (long)cl * taps + j, bias, A + (long)j * V * Ogp);
+                    fold_f32(ma, Vw, V, wi, Kg, g * Og, Og, Ogp, (long)cl * taps + j, bias, A + (long)j * Ogp, vrow);
             if (Hs) memset(Hs, 0, sizeof(float) * ctab);
-            for (int n = 0; n < N; n++) {
-                const float *grow = gt + (long)n * Ho * Wo * gs + (long)g * Ogp;
-                for (int r = 0; r < Hp; r++) {
-                    const int *ohs = rows + (long)r * kh;
-                    int any = 0;
-                    for (int i = 0; i < kh; i++) any |= ohs[i] >= 0;
-                    if (!any) continue;
-                    const int inside_row = r >= ph && r < ph + H;
-                    const int32_t *irow = ip + (((long)n * C + c) * Hp + r) * Wp;
-                    float *gxrow = gx && inside_row ? gx + (((long)n * C + c) * H + r - ph) * W - pw : NULL;
-                    for (int col = 0; col < Wp; col++) {
-                        const int *ows = cols + (long)col * kw;
-                        float s;
-                        switch (Ogp / 16) {
-                        case 1: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 1); break;
-                        case 2: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 2); break;
-                        case 3: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 3); break;
-                        case 4: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 4); break;
-                        default: s = pixel_grads(grow, ohs, ows, kh, kw, Wo, gs, Ogp, V, irow[col], A, Hs, 8); break;
-                        }
-                        if (gxrow && col >= pw && col < pw + W) gxrow[col] = s;
+            for (int n0 = 0; n0 < N; n0 += chunk) {
+                const int n1 = n0 + chunk < N ? n0 + chunk : N;
+                sort_by_value(ip, C, c, n0, n1, Hp, Wp, V, rows, cols, kh, kw, start, order);
+                const float *gc = gt + (long)g * Ogp;
+                for (int v = 0; v < V; v++) {
+                    const int count = start[v + 1] - start[v];
+                    if (count == 0) continue;
+                    const pixel_t *run = order + start[v];
+                    if (A) memset(part, 0, sizeof(f32v) * count);
+                    for (int o0 = 0; o0 < Ogp; o0 += 64) {
+                        const int nv = (Ogp - o0) / 16 < 4 ? (Ogp - o0) / 16 : 4;
+                        for (int i = 0; i < kh; i++)
+                            for (int j = 0; j < kw; j++) {
+                                const long off = v * vrow + (long)(i * kw + j) * Ogp + o0;
+                                const float *Av = A ? A + off : NULL;
+                                float *Hv = Hs ? Hs + off : NULL;
+                                switch (nv) {
+                                case 1: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 1); break;
+                                case 2: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 2); break;
+                                case 3: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 3); break;
+                                default: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 4); break;
+                                }
+                            }
                     }
+                    if (gx)
+                        for (int e = 0; e < count; e++) {
+                            const int r = run[e].r, col = run[e].col;
+                            if (r >= ph && r < ph + H && col >= pw && col < pw + W)
+                                gx[(((long)run[e].n * C + c) * H + r - ph) * W + col - pw] = hsum_f32(part[e]);
+                        }
                 }
             }
             if (Hs) channel_weight_grad(Hs, mw, Vw, V, wi, Kg, g * Og, Og, Ogp, cl, taps, gw);
         }
+        free(start);
+        free(order);
+        free(part);
     }
     free(rows);
 }
