@@ -2,6 +2,7 @@
 
 The interpreter must be switched on before triton is imported, and that must not leak into the other tests, so the
 checks (`tests/triton_checks.py`) run once in a subprocess and each one's result is reported here as its own test.
+With a CUDA device the same checks also run compiled on the GPU.
 Skipped, with the reason, when triton is not installed (`pip install axnet[gpu]`).
 """
 from __future__ import annotations
@@ -25,20 +26,30 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                   reason="triton is not installed (pip install 'axnet[gpu]')")
 
 
-@pytest.fixture(scope="module")
-def results():
-    """{check name: None or traceback} from one interpreted run of every check."""
-    env = dict(os.environ, TRITON_INTERPRET="1", AXNET_TRITON="force", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(HERE / "triton_checks.py")], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+MODES = ["interpreter"] + (["cuda"] if torch.cuda.is_available() else [])  # cuda: compiled, on the GPU
+_RUNS = {}
+
+
+def run_checks(mode):
+    """{check name: None or traceback} from one run of every check in `mode` (once per test session)."""
+    if mode not in _RUNS:
+        env = dict(os.environ, AXNET_TRITON="force", OMP_NUM_THREADS="1")
+        if mode == "interpreter":
+            env.update(TRITON_INTERPRET="1", AXNET_CHECK_DEVICE="cpu")
+        else:
+            env.update(TRITON_INTERPRET="0", AXNET_CHECK_DEVICE="cuda")
+        proc = subprocess.run([sys.executable, str(HERE / "triton_checks.py")], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        _RUNS[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return _RUNS[mode]
 
 
 @needs_triton
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", sorted(triton_checks.CHECKS))
-def test_triton_kernel_matches_reference(results, name):
-    failure = results[name]
+def test_triton_kernel_matches_reference(mode, name):
+    failure = run_checks(mode)[name]
     assert failure is None, failure
 
 

@@ -3,7 +3,9 @@
 `tests/test_triton_kernels.py` runs this file in a subprocess with TRITON_INTERPRET=1 and AXNET_TRITON=force (the
 interpreter must be on before triton is imported, which must not leak into the other tests) and turns each entry of
 the JSON it prints into one test. Run by hand: `TRITON_INTERPRET=1 AXNET_TRITON=force python tests/triton_checks.py
-[NAME...]`. Shapes are tiny: the interpreter runs every program instance in numpy.
+[NAME...]`. Shapes are tiny: the interpreter runs every program instance in numpy. On a machine with a GPU the same
+checks run compiled, on CUDA tensors: `AXNET_CHECK_DEVICE=cuda python tests/triton_checks.py` (the test file does
+that too when CUDA is available).
 """
 from __future__ import annotations
 
@@ -30,6 +32,14 @@ GEOMETRIES = [  # (geometry, input shape N, C, H, W): padding, stride, dilation,
 FILTERS = 37  # more than one block of filters (32)
 
 
+DEVICE = torch.device(os.environ.get("AXNET_CHECK_DEVICE", "cpu"))  # cuda: the compiled kernels on a GPU
+
+
+def _gen(seed):
+    """A random generator on the checks' device (with it, the factory functions need no device argument)."""
+    return torch.Generator(device=DEVICE).manual_seed(seed)
+
+
 def _close(got, want, terms, magnitude):
     """Equal to float32 rounding: |got - want| within a few ulps of the largest partial sum of `terms` terms."""
     assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, want.shape, got.dtype, want.dtype)
@@ -48,7 +58,7 @@ def _taps(geom, c):
 
 
 def check_l1_forward_float():
-    gen = torch.Generator().manual_seed(1)
+    gen = _gen(1)
     for geom, shape in GEOMETRIES:
         x = torch.randn(*shape, generator=gen)
         w = torch.randn(FILTERS, shape[1], *geom.kernel, generator=gen)
@@ -58,7 +68,7 @@ def check_l1_forward_float():
 
 def check_l1_forward_integer_bits():
     """Integer-valued operands (the ExactInt back-end): the same bits as the reference, float32 and float64."""
-    gen = torch.Generator().manual_seed(2)
+    gen = _gen(2)
     for dtype, cases in ((torch.float32, GEOMETRIES), (torch.float64, GEOMETRIES[:1])):
         for geom, shape in cases:
             x = torch.randint(-127, 128, shape, generator=gen).to(dtype)
@@ -68,7 +78,7 @@ def check_l1_forward_integer_bits():
 
 
 def check_l1_input_grad():
-    gen = torch.Generator().manual_seed(3)
+    gen = _gen(3)
     for geom, shape in GEOMETRIES:
         x = torch.randn(*shape, generator=gen)
         w = torch.randn(FILTERS, shape[1], *geom.kernel, generator=gen)
@@ -87,7 +97,7 @@ def _table_case(gen, geom, shape, values=11, weight_values=13):
 
 
 def check_table_forward_bits():
-    gen = torch.Generator().manual_seed(4)
+    gen = _gen(4)
     for dtype, cases in ((torch.float32, GEOMETRIES), (torch.float64, GEOMETRIES[:1])):
         for geom, shape in cases:
             index, wi, mat, _ = _table_case(gen, geom, shape)
@@ -97,7 +107,7 @@ def check_table_forward_bits():
 
 
 def check_table_backward():
-    gen = torch.Generator().manual_seed(5)
+    gen = _gen(5)
     for geom, shape in GEOMETRIES:
         index, wi, mat, grad = _table_case(gen, geom, shape)
         ma, mw = mat.float(), torch.randn(mat.shape, generator=gen)
@@ -126,7 +136,7 @@ def _layer_step(make_arith, geom_kw, shape, seed):
     layer.arith = make_arith()
     x = torch.randn(*shape, requires_grad=True)
     y = layer(x)
-    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)))
+    y.backward(torch.randn(y.shape, generator=_gen(seed)))
     return y.detach(), x.grad, layer.weight.grad
 
 
@@ -218,7 +228,7 @@ MULT_CASES = [(5, 3, 2), (70, 9, 37), (130, 20, 5)]  # (rows M, positions K, fil
 def check_mult_accumulate_bits():
     from dnn.kernels import mult_ops
     from dnn.kernels.triton import mult
-    gen = torch.Generator().manual_seed(6)
+    gen = _gen(6)
     for rows, positions, filters in MULT_CASES:
         for dtype in (torch.float32, torch.float64):
             qx, iw, values, _, _, shift = _mult_case(gen, rows, positions, filters)
@@ -238,7 +248,7 @@ def check_mult_accumulate_bits():
 def check_mult_lut_gradients():
     from dnn.kernels import mult_ops
     from dnn.kernels.triton import mult
-    gen = torch.Generator().manual_seed(7)
+    gen = _gen(7)
     for rows, positions, filters in MULT_CASES:
         qx, iw, _, (grad_a, grad_b), g, shift = _mult_case(gen, rows, positions, filters)
         got_a = mult.lut_grad_a(qx, iw, g, grad_a, shift)
@@ -254,7 +264,7 @@ def check_mult_grad_b_slices():
     """More rows than one program's slice: the partial sums of the slices add up to the whole reduction."""
     from dnn.kernels import mult_ops
     from dnn.kernels.triton import mult
-    gen = torch.Generator().manual_seed(8)
+    gen = _gen(8)
     qx, iw, _, (_, grad_b), g, shift = _mult_case(gen, 150, 2, 3)
     saved, mult.ROWS_PER_SLICE = mult.ROWS_PER_SLICE, 64
     try:
@@ -275,7 +285,7 @@ def _mult_layer_step(mult, seed):
     z = torch.randn(3, 12, requires_grad=True)
     outputs = [conv(x), linear(z)]
     grads = torch.autograd.grad(outputs, [x, z, conv.weight, linear.weight],
-                                [torch.randn(y.shape, generator=torch.Generator().manual_seed(seed)) for y in outputs])
+                                [torch.randn(y.shape, generator=_gen(seed)) for y in outputs])
     return [y.detach() for y in outputs] + list(grads)
 
 
@@ -313,7 +323,7 @@ def check_netlist_lanes():
     from dnn.kernels import netlist_torch
     from dnn.kernels.triton import netlist
     from simulator.program import compile_netlist
-    gen = torch.Generator().manual_seed(11)
+    gen = _gen(11)
     for circuit, widths in ((ripple_carry_adder(6, "ama2", 3), [6, 6]), (truncated_adder(5, 2), [5, 5]),
                             (array_multiplier(4, 3), [4, 3]), (ripple_carry_adder(3, carry_in=True), [3, 3, 1])):
         program = compile_netlist(circuit)
@@ -339,7 +349,7 @@ def check_accumulate():
     from dnn.arith import accumulate as accumulate_module
     from dnn.arith.accumulate import Accumulator
     from dnn.kernels.triton import accum
-    gen = torch.Generator().manual_seed(12)
+    gen = _gen(12)
     accumulate_module.accum_native.MAX_BITS = 0  # the compiled CPU kernels off: auto then means Triton (forced)
     for spec in ("loa:10:k=3", "trunc:9:k=2", "rca:12:cell=maj:k=4"):
         for order in ("sequential", "tree"):
@@ -366,7 +376,7 @@ def check_netlist_adder_layer():
     from dnn.arith.netlist_adder import NetlistAdder, adder_sums_torch
     from dnn.kernels import netlist_native
     from dnn.kernels.triton import netlist
-    gen = torch.Generator().manual_seed(13)
+    gen = _gen(13)
     adder = NetlistAdder(ripple_carry_adder(12, "ama2", 4))
     assert adder.diff is None  # beyond the domain table: the per-pair path
     for geom, shape in GEOMETRIES[:2]:
@@ -388,7 +398,7 @@ def check_netlist_multiplier_layer():
     from dnn.arith.netlist_multiplier import NetlistMultiplier, product_sums_torch
     from dnn.kernels import netlist_native
     from dnn.kernels.triton import netlist
-    gen = torch.Generator().manual_seed(14)
+    gen = _gen(14)
     exact = array_multiplier(5, 4)
     cut = Netlist(exact.name + "_cut", exact.inputs, exact.outputs, dict(exact.nodes), exact.source)
     for name in exact.outputs[:2]:  # the two low product bits tied to 0: an approximate multiplier
@@ -415,6 +425,7 @@ CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if 
 def main(names):
     """Run the named checks (all by default) and print {name: None or the failure's traceback} as JSON."""
     torch.set_num_threads(1)
+    torch.set_default_device(DEVICE)  # every tensor a check makes lives there (layers and tables included)
     np.random.seed(0)
     results = {}
     for name in names or CHECKS:
