@@ -136,22 +136,38 @@ def read_bandwidth(numel, repeats):
     return round(4 * numel / best / 1e9, 1)
 
 
+def random_row_bandwidth(table_bytes, row_bytes, repeats):
+    """GB/s of gathering random rows of `row_bytes` from a table of `table_bytes` (torch.index_select, this thread
+    count): the access the table kernels make, one row per (pixel, tap) at an address no prefetcher predicts."""
+    table = torch.ones(table_bytes // row_bytes, row_bytes // 4)
+    index = torch.randint(0, table.shape[0], (1 << 16,))
+    out = torch.empty(index.numel(), table.shape[1])
+    torch.index_select(table, 0, index, out=out)
+    best = min(timed(lambda: torch.index_select(table, 0, index, out=out)) for _ in range(repeats))
+    return round(index.numel() * row_bytes / best / 1e9, 1)
+
+
 def bandwidth(results):
     """Measured read bandwidth here, and the table bytes the layer moves per second as timed above.
 
-    Per (activation, weight) pair the forward reads one int16 table entry (2 bytes) from one channel's folded tables
-    (295 KiB on S2, in L2) at a row no prefetcher predicts; the gradient-LUT backward reads a float32 slope and reads
-    and writes a float32 scatter entry (12 bytes). The achieved rates, set against the sequential L2 and memory
-    rates, show how far the table traffic is from what this CPU can move (the layer times include quantization)."""
-    out = {"threads": torch.get_num_threads(), "l2_read_gb_s": read_bandwidth(1 << 17, 200),
-           "memory_read_gb_s": read_bandwidth(1 << 26, 5), "forward_bytes_per_pair": 2,
-           "lut_backward_bytes_per_pair": 12}
+    Per (activation, weight) pair the forward reads one int16 table entry (2 bytes): rows of one channel's folded
+    tables (295 KiB on S2, in L2), one per (pixel, tap), at random. The gradient-LUT backward keeps each value's
+    table row and scatter sum in registers and reads one float32 output-gradient entry per pair (4 bytes): rows of
+    the output gradient (1 MiB per batch of images, in L2), again one per (pixel, tap) at random. The floors are
+    those bytes at the measured random-row rate; the achieved rates include quantization and the rest of the layer."""
+    out = {"threads": torch.get_num_threads(), "l2_sequential_read_gb_s": read_bandwidth(1 << 17, 200),
+           "memory_read_gb_s": read_bandwidth(1 << 26, 5),
+           "l2_random_rows_128B_gb_s": random_row_bandwidth(1 << 19, 128, 20),
+           "l2_random_rows_256B_gb_s": random_row_bandwidth(1 << 20, 256, 20),
+           "forward_bytes_per_pair": 2, "lut_backward_bytes_per_pair": 4}
     for name, res in results.items():
         pairs = res["pairs"]
         forward_s = res["forward_vs_conv"]["candidate_ms"] / 1e3
         backward_s = max(res["lut_step_vs_ste_step"]["candidate_ms"] / 1e3 - forward_s, 1e-6)
-        out[f"{name}_forward_table_gb_s"] = round(pairs * 2 / forward_s / 1e9, 1)
-        out[f"{name}_lut_backward_table_gb_s"] = round(pairs * 12 / backward_s / 1e9, 1)
+        out[name] = {"forward_floor_ms": round(1e3 * pairs * 2 / (out["l2_random_rows_128B_gb_s"] * 1e9), 1),
+                     "forward_achieved_gb_s": round(pairs * 2 / forward_s / 1e9, 1),
+                     "lut_backward_floor_ms": round(1e3 * pairs * 4 / (out["l2_random_rows_256B_gb_s"] * 1e9), 1),
+                     "lut_backward_achieved_gb_s": round(pairs * 4 / backward_s / 1e9, 1)}
     return out
 
 
