@@ -147,7 +147,7 @@ def test_explore_accuracy_equals_axnet_eval(adder_ckpt, tmp_path):
     lut_path = tmp_path / "eta1.npz"
     save_npz(build_lut(generators.eta1_adder(8, 3)), lut_path)
     result = run(adder_ckpt, tmp_path / "run", "--circuits", lut_path, "--family", "loa:8:k=4", "--workers", "1",
-                 "--json", limit=None)  # the same test images `axnet eval` takes by default
+                 "--json")
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
     by_name = {r["circuit"]: r for r in records}
@@ -155,7 +155,7 @@ def test_explore_accuracy_equals_axnet_eval(adder_ckpt, tmp_path):
     for r in records:
         assert {"circuit", "accuracy", "retrained_accuracy", "mae", "ep_percent", "area_nand2", "gates",
                 "depth"} <= set(r)
-    evaluated = cli("eval", adder_ckpt, "--arith", f"lut:{lut_path}", "--json")
+    evaluated = cli("eval", adder_ckpt, "--arith", f"lut:{lut_path}", "--limit-test", TEST_IMAGES, "--json")
     assert evaluated.exit_code == 0, evaluated.output
     evaluated = json.loads(evaluated.stdout)
     assert by_name["eta1_8_k3"]["images"] == evaluated["images"]
@@ -163,6 +163,27 @@ def test_explore_accuracy_equals_axnet_eval(adder_ckpt, tmp_path):
     assert by_name["eta1_8_k3"]["area_nand2"] is None  # a LUT file has no netlist to cost
     for name in ("results.csv", "results.json", "pareto.png", "summary.md"):
         assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+def test_circuits_too_wide_for_a_table_run_through_the_netlist_engine(adder_ckpt, tmp_path):
+    from circuits.blif import write_blif
+    from dnn.workflow.explore_designs import MAX_TABLE_INPUTS
+
+    path = tmp_path / "loa13.blif"
+    write_blif(generators.loa_adder(13, 3), path)  # 26 inputs: no table, NetlistAdder in the layers
+    assert 26 > MAX_TABLE_INPUTS
+    result = run(adder_ckpt, tmp_path / "run", "--circuits", path, "--family", "loa:13:k=3", "--workers", "1",
+                 "--json", limit=60)
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)  # the file and the family are one function
+    assert record["names"] == ["loa13_k3"] and len(record["sources"]) == 2
+    assert record["mae"] > 0 and record["operands"] == "13,13" and record["gates"] > 0
+    evaluated = cli("eval", adder_ckpt, "--arith", f"circuit:{path}", "--limit-test", 60, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert record["accuracy"] == json.loads(evaluated.stdout)["accuracy"]
+    too_wide = run(adder_ckpt, tmp_path / "run2", "--family", "rca:33")
+    assert too_wide.exit_code == 2 and "fits no adder layer" in too_wide.output
+    assert not (tmp_path / "run2").exists()
 
 
 def test_local_pool_and_ray_give_identical_tables(adder_ckpt, tmp_path):
@@ -261,7 +282,6 @@ def test_multipliers_serve_a_cnn_checkpoint(cnn_ckpt, tmp_path):
     (["--circuits", "EMPTY"], "no circuit files"),
     (["--circuits", "BROKEN"], "broken.blif"),
     (["--family", "mul:4"], "fits no layer"),
-    (["--family", "loa:13:k=1"], "at most 24 inputs"),
     (["--family", "rca:2"], "fits no adder layer"),
     (["--family", "loa:8:k=1", "--engine", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
     ([], "no circuits to explore"),

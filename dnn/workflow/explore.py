@@ -67,7 +67,7 @@ def design_row(design, position, result):
     """The database row of a finished design job."""
     row = {"design": design.key, "role": design.role, "position": position, "circuit": design.name,
            "names": design.names, "sources": design.sources, "reference": design.reference,
-           "operands": ",".join(str(w) for w in design.lut.widths), "signed": int(bool(design.lut.signed)),
+           "operands": ",".join(str(w) for w in design.widths), "signed": int(design.signed),
            "implementation": design.implementation or None}
     row.update(design.cost or {})
     row.update({k: v for k, v in result.items() if k not in ("kind", "design", "role")})
@@ -88,7 +88,7 @@ def uniform_stage(engine, conn, designs, n_layers, ctx, show):
     done = done_designs(conn)
     todo = [(i, d) for i, d in enumerate(designs) if (d.key, d.role) not in done]
     by_key = {d.key: (i, d) for i, d in todo}
-    jobs = [{"kind": "design", "design": d.key, "label": d.name, "role": d.role, "lut": d.lut,
+    jobs = [{"kind": "design", "design": d.key, "label": d.name, "role": d.role, "circuit": d.circuit,
              "netlist": d.netlist if ctx.get("abc") else None, "reference": d.reference, "layers": n_layers}
             for _, d in todo]
 
@@ -152,7 +152,7 @@ def assign_job(kind, layer_names, role, picked, circuit_names):
     keys = [d.key if d else None for d in picked]
     return {"kind": "assign", "assign_kind": kind, "role": role, "layer_names": layer_names,
             "assignment": assignment_key(layer_names, keys), "design_keys": keys, "circuits": circuit_names,
-            "luts": [d.lut if d else None for d in picked], "label": " + ".join(circuit_names)}
+            "layer_circuits": [d.circuit if d else None for d in picked], "label": " + ".join(circuit_names)}
 
 
 def run_assignments(engine, conn, jobs, show, what):
@@ -178,7 +178,7 @@ def retrain_stage(engine, conn, designs, out_dir, show, epochs, grad, half_windo
     jobs = []
     for r in picked:
         d = by_key[r["design"]]
-        jobs.append({"kind": "retrain", "design": d.key, "label": d.name, "role": d.role, "lut": d.lut,
+        jobs.append({"kind": "retrain", "design": d.key, "label": d.name, "role": d.role, "circuit": d.circuit,
                      "netlist": d.netlist, "epochs": epochs, "grad": grad, "half_window": half_window,
                      "seed": seed, "out_dir": os.path.join(out_dir, "retrain", f"{d.short_key}_{grad}")})
 

@@ -5,6 +5,12 @@ word for every operand pair) are one design, listed under every name it was give
 source; its hardware cost from the cheapest netlist among its sources (LUT files have no netlist: no cost). Its
 role follows from the exact operation it approximates (guessed as `axnet metrics` does): an adder (`add`) serves
 the subtraction of AdderNet layers, a multiplier (`mul`) the products of convolution and linear layers.
+
+Circuits of more than `MAX_TABLE_INPUTS` inputs (16-bit adders and wider) get no table: they run in the layers
+through the netlist engine (`dnn.arith.netlist_adder.NetlistAdder`, `netlist_multiplier.NetlistMultiplier`), their
+metrics are streamed, their reference is
+guessed from their shape, and their function key is a signature of their outputs on `SIGNATURE_SAMPLES` fixed
+random operand pairs (two such circuits that agree on all of them are taken as one function).
 """
 from __future__ import annotations
 
@@ -19,6 +25,9 @@ from circuits.errors import AxnetError
 CIRCUIT_SUFFIXES = (".blif", ".pla")
 LUT_SUFFIXES = (".npz", ".txt", ".csv", ".h", ".hpp")
 ROLES = {"add": "adder", "mul": "multiplier"}
+MAX_TABLE_INPUTS = 24  # 2^24 table entries (12-bit adders): beyond, circuits run through the netlist engine
+SIGNATURE_SAMPLES = 1 << 16
+SIGNATURE_SEED = 14
 
 
 @dataclass
@@ -49,12 +58,49 @@ class Design:
     def short_key(self):
         return self.key[:12]
 
+    @property
+    def circuit(self):
+        """What the layers run: the LUT, or the netlist of a circuit too wide for one."""
+        return self.lut if self.lut is not None else self.netlist
+
+    @property
+    def widths(self):
+        if self.lut is not None:
+            return self.lut.widths
+        from lutgen.operands import group_operands
+        return [op.width for op in group_operands(self.netlist.inputs)]
+
+    @property
+    def signed(self):
+        return bool(self.lut.signed) if self.lut is not None else False
+
 
 def function_key(lut):
     """sha256 of a LUT's function: operand widths, signedness and the table."""
     h = hashlib.sha256(f"{lut.widths}|{bool(lut.signed)}|{len(lut.outputs)}|".encode())
     h.update(np.ascontiguousarray(np.asarray(lut.table), dtype=np.int64).tobytes())
     return h.hexdigest()
+
+
+def signature_key(netlist):
+    """sha256 of a wide circuit's operand widths, output count and outputs on fixed random input patterns."""
+    from lutgen.operands import group_operands
+    from simulator.streaming import simulate_random
+
+    widths = [op.width for op in group_operands(netlist.inputs)]
+    _, outputs = simulate_random(netlist, SIGNATURE_SAMPLES, seed=SIGNATURE_SEED)
+    h = hashlib.sha256(f"{widths}|False|{len(netlist.outputs)}|sampled|".encode())
+    h.update(repr([int(v) for v in outputs]).encode())
+    return h.hexdigest()
+
+
+def wide_reference(netlist):
+    """(reference, why) for a circuit without a table: from its shape, as `axnet metrics` guesses for circuits."""
+    from lutgen.operands import group_operands
+    from lutgen.reference import guess_from_widths
+
+    ops = group_operands(netlist.inputs)
+    return guess_from_widths([(op.name, op.width) for op in ops], len(netlist.outputs))
 
 
 def list_files(path):
@@ -97,13 +143,16 @@ def read_source(path, undriven="error"):
 
 
 def netlist_lut(netlist, where, sha256=None):
-    """The exhaustive LUT of a netlist; circuits too wide for a table are refused naming their source."""
+    """The exhaustive LUT of a netlist, or None for one too wide for a table (the netlist engine runs it)."""
     from lutgen.lut import build_lut
+    from lutgen.operands import group_operands
 
-    if len(netlist.inputs) > 24:
-        raise AxnetError(f"circuit {netlist.name} has {len(netlist.inputs)} inputs: explore evaluates circuits "
-                         "through exhaustive tables of at most 24 inputs (12-bit adders, 12x12 multipliers)",
-                         path=where)
+    if len(netlist.inputs) > MAX_TABLE_INPUTS:
+        try:
+            group_operands(netlist.inputs)
+        except AxnetError as e:
+            raise AxnetError(e.message, path=where) from None
+        return None
     return build_lut(netlist, sha256=sha256)
 
 
@@ -141,10 +190,10 @@ def collect_designs(paths=(), families=(), undriven="error", cost=True):
 
     designs, by_key, taken = [], {}, set()
     for name, source, netlist, lut in gather_sources(paths, families, undriven):
-        key = function_key(lut)
+        key = function_key(lut) if lut is not None else signature_key(netlist)
         design = by_key.get(key)
         if design is None:
-            reference, why = guess_reference(lut)
+            reference, why = guess_reference(lut) if lut is not None else wide_reference(netlist)
             design = Design(key=key, names=[], sources=[], lut=lut, reference=reference, reference_reason=why)
             by_key[key] = design
             designs.append(design)
@@ -173,22 +222,32 @@ def check_roles(designs, layer_role, what):
 
 
 def check_adder_fits(designs):
-    """Every adder design must make a LutAdder (two equal operands of 3 to 12 bits): a one-line error otherwise."""
+    """Every adder design must make a back-end: a LutAdder (two equal operands of 3 to 12 bits) or, without a
+    table, a NetlistAdder (3 to 32 bits); a one-line error otherwise."""
     from dnn.arith.lut_adder import LutAdder
 
     for d in designs:
         try:
-            LutAdder(d.lut)
+            if d.lut is not None:
+                LutAdder(d.lut)
+            else:
+                from dnn.arith.netlist_adder import NetlistAdder
+                NetlistAdder(d.netlist, table_bits=0)
         except AxnetError as e:
             raise AxnetError(f"--circuits: {d.name} ({d.sources[0]}) fits no adder layer: {e.message}") from None
 
 
 def check_multiplier_fits(designs):
-    """Every multiplier design must make a LutMultiplier (operands of at most 10 bits)."""
+    """Every multiplier design must make a back-end: a LutMultiplier (operands of at most 10 bits) or, without a
+    table, a NetlistMultiplier."""
     from dnn.arith.lut_multiplier import LutMultiplier
 
     for d in designs:
         try:
-            LutMultiplier(d.lut)
+            if d.lut is not None:
+                LutMultiplier(d.lut)
+            else:
+                from dnn.arith.netlist_multiplier import NetlistMultiplier
+                NetlistMultiplier(d.netlist)
         except AxnetError as e:
             raise AxnetError(f"--circuits: {d.name} ({d.sources[0]}) fits no multiplier layer: {e.message}") from None

@@ -9,6 +9,8 @@ Kinds:
 - `design`: error metrics, optional ABC area, and accuracy with the design in every approximate layer;
 - `assign`: accuracy with one circuit per layer (None = the exact reference: `ExactInt(n)` for adder layers,
   float for multiplier layers); the per-layer sensitivity runs are assignments with one circuit and the rest None;
+A circuit is a `Lut` (run through LutAdder / LutMultiplier) or, for circuits too wide for a table, a `Netlist` (run
+through the netlist engine's NetlistAdder / NetlistMultiplier; its metrics are streamed).
 - `retrain`: approximation-aware retraining through a design, then its accuracy.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from circuits.errors import AxnetError
 _LOADED = {}  # (checkpoint, data spec, limits) -> (checkpoint dict, DataSet): one per worker process
 CALIBRATION_BATCHES = 8
 CALIBRATION_BATCH_SIZE = 256
+STREAM_SAMPLES = 1 << 20  # random operand pairs for the metrics of circuits of more than 32 inputs
 
 
 def setup_worker(threads=1):
@@ -92,21 +95,40 @@ def layer_info(ctx, role):
     return [(name, int(ops.get(name, 0))) for name, _ in layers]
 
 
-def backend(role, lut, grad="ste", half_window=None):
-    """The dnn back-end object of a design's LUT for a role."""
-    if role == "adder":
+def is_table(circuit):
+    return hasattr(circuit, "table")
+
+
+def circuit_widths(circuit):
+    """Operand widths of a Lut or a Netlist."""
+    if is_table(circuit):
+        return circuit.widths
+    from lutgen.operands import group_operands
+    return [op.width for op in group_operands(circuit.inputs)]
+
+
+def backend(role, circuit, grad="ste", half_window=None):
+    """The dnn back-end of a design for a role: LutAdder / LutMultiplier on a table; NetlistAdder on a netlist
+    (whose windowed-difference gradient, grad "lut" or "diff", is computed from the circuit)."""
+    if role == "adder" and is_table(circuit):
         from dnn.arith.lut_adder import LutAdder
-        return LutAdder(lut, grad=grad, half_window=half_window)
-    from dnn.arith.lut_multiplier import LutMultiplier
-    return LutMultiplier(lut)
+        return LutAdder(circuit, grad=grad, half_window=half_window)
+    if role == "adder":
+        from dnn.arith.netlist_adder import NetlistAdder
+        return NetlistAdder(circuit, grad="ste" if grad == "ste" else "diff", half_window=half_window)
+    if is_table(circuit):
+        from dnn.arith.lut_multiplier import LutMultiplier
+        return LutMultiplier(circuit)
+    from dnn.arith.netlist_multiplier import NetlistMultiplier
+    return NetlistMultiplier(circuit)
 
 
-def exact_backend(role, luts):
+def exact_backend(role, circuits):
     """What a layer without a circuit runs: ExactInt at the adders' width, or float multiplication."""
     if role != "adder":
         return None
     from dnn.arith.base import ExactInt
-    widths = {w for lut in luts if lut is not None for w in lut.widths}
+    widths = {w for c in circuits if c is not None for w in circuit_widths(c)}
     return ExactInt(max(widths) if widths else 8)
 
 
@@ -124,20 +146,20 @@ def calibrate(model, role, data, device):
     calibrate_mult(model, batches)
 
 
-def assigned_accuracy(ctx, role, luts):
-    """Test accuracy with luts[i] (a Lut or None) in the role's i-th layer."""
+def assigned_accuracy(ctx, role, circuits):
+    """Test accuracy with circuits[i] (a Lut, a Netlist or None) in the role's i-th layer."""
     from dnn.workflow.loop import evaluate
 
     _, data = loaded(ctx)
     device = device_of(ctx)
     model = fresh_model(ctx, role)
     layers = role_layers(model, role)
-    if len(luts) != len(layers):
-        raise AxnetError(f"assignment of {len(luts)} circuits for {len(layers)} {role} layers")
-    exact = exact_backend(role, luts)
+    if len(circuits) != len(layers):
+        raise AxnetError(f"assignment of {len(circuits)} circuits for {len(layers)} {role} layers")
+    exact = exact_backend(role, circuits)
     shared = {}
-    for (_, layer), lut in zip(layers, luts):
-        arith = exact if lut is None else shared.setdefault(id(lut), backend(role, lut))
+    for (_, layer), circuit in zip(layers, circuits):
+        arith = exact if circuit is None else shared.setdefault(id(circuit), backend(role, circuit))
         if role == "adder":
             layer.arith = arith
         else:
@@ -147,10 +169,17 @@ def assigned_accuracy(ctx, role, luts):
 
 
 def design_metrics(job):
-    """Error metrics of a design's LUT against its reference (as `axnet metrics` reports them)."""
-    from lutgen.metrics import error_metrics
+    """Error metrics of a design against its reference (as `axnet metrics` reports them): from the table, or
+    streamed from the netlist (exhaustively up to 32 inputs, over STREAM_SAMPLES random pairs beyond)."""
+    from lutgen.metrics import error_metrics, stream_metrics
+    from lutgen.operands import group_operands
 
-    result = error_metrics(job["lut"], job["reference"])
+    circuit = job["circuit"]
+    if is_table(circuit):
+        result = error_metrics(circuit, job["reference"])
+    else:
+        samples = None if len(circuit.inputs) <= 32 else STREAM_SAMPLES
+        result = stream_metrics(circuit, group_operands(circuit.inputs), job["reference"], samples=samples)
     keep = ("ep_percent", "mae", "mae_percent", "wce", "wce_percent", "mse", "bias", "mre_percent", "wcre_percent")
     return {k: (None if result.get(k) is None else float(result[k])) for k in keep}
 
@@ -163,15 +192,15 @@ def run_design(ctx, job):
     out.update(design_metrics(job))
     if ctx.get("abc") and job.get("netlist") is not None:
         out["abc_area"] = abc_area(job["netlist"], ctx["abc"])
-    out.update(guarded_accuracy(ctx, job["role"], [job["lut"]] * job["layers"]))
+    out.update(guarded_accuracy(ctx, job["role"], [job["circuit"]] * job["layers"]))
     return out
 
 
-def guarded_accuracy(ctx, role, luts):
+def guarded_accuracy(ctx, role, circuits):
     """{'accuracy', 'images'} of an assignment, or accuracy None and a `note` when the network cannot run on it
     (a circuit that zeroes every activation leaves calibration nothing to scale): the run goes on."""
     try:
-        acc, images = assigned_accuracy(ctx, role, luts)
+        acc, images = assigned_accuracy(ctx, role, circuits)
     except AxnetError as e:
         _, data = loaded(ctx)
         return {"accuracy": None, "images": len(data.test_x), "note": f"not evaluated: {e}"}
@@ -181,7 +210,7 @@ def guarded_accuracy(ctx, role, luts):
 def run_assign(ctx, job):
     """Accuracy of one per-layer assignment."""
     out = {"kind": "assign", "assignment": job["assignment"], "role": job["role"]}
-    out.update(guarded_accuracy(ctx, job["role"], job["luts"]))
+    out.update(guarded_accuracy(ctx, job["role"], job["layer_circuits"]))
     return out
 
 
@@ -214,15 +243,16 @@ def retrain_backend(job):
     """The back-end retraining goes through: the design's LUT with STE or gradient-LUT backward, or a netlist
     back-end with differentiable gradients (grad=diff) where dnn.arith provides one."""
     if job["grad"] in ("ste", "lut"):
-        return backend("adder", job["lut"], grad=job["grad"], half_window=job.get("half_window"))
+        return backend("adder", job["circuit"], grad=job["grad"], half_window=job.get("half_window"))
     try:
         from dnn.arith.netlist_adder import NetlistAdder
     except ImportError:
         raise AxnetError("--grad diff needs the netlist back-end dnn.arith.netlist_adder, which this build lacks; "
                          "use --grad lut or ste") from None
-    if job.get("netlist") is None:
+    netlist = job["circuit"] if not is_table(job["circuit"]) else job.get("netlist")
+    if netlist is None:
         raise AxnetError(f"--grad diff: design {job['design']} came from a LUT file, it has no netlist")
-    return NetlistAdder(job["netlist"], grad="diff", half_window=job.get("half_window"))
+    return NetlistAdder(netlist, grad="diff", half_window=job.get("half_window"))
 
 
 KINDS = {"design": run_design, "assign": run_assign, "retrain": run_retrain}

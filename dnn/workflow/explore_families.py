@@ -52,8 +52,8 @@ def parse_width(spec, text, scheme):
         raise AxnetError(f"--family '{spec}': expected SCHEME:WIDTH (e.g. {scheme}:8), not '{text}'")
     wa = int(m.group(1))
     wb = int(m.group(2)) if m.group(2) else wa
-    if not 1 <= wa <= 32 or not 1 <= wb <= 32:
-        raise AxnetError(f"--family '{spec}': width {text} is outside 1..32")
+    if not 1 <= wa <= 64 or not 1 <= wb <= 64:
+        raise AxnetError(f"--family '{spec}': width {text} is outside 1..64")
     return wa, wb
 
 
@@ -197,8 +197,14 @@ def arithsgen_netlist(spec, scheme, widths, options):
     """(name, Netlist): the circuit's flat BLIF from ArithsGen, read back with axnet's BLIF reader."""
     from circuits.blif import parse_blif
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        name, circuit = arithsgen_circuit(spec, scheme, widths, options)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            name, circuit = arithsgen_circuit(spec, scheme, widths, options)
+    except AxnetError:
+        raise
+    except Exception as e:  # ArithsGen asserts on parameters it does not support
+        raise AxnetError(f"--family '{spec}': ArithsGen refused these parameters ({type(e).__name__}: "
+                         f"{str(e) or 'no message'})") from None
     text = io.StringIO()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # some generators print debugging output
