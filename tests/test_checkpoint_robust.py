@@ -97,6 +97,9 @@ def test_mis_shaped_missing_and_non_finite_weights_name_the_tensor(tmp_path):
     save_checkpoint(tmp_path / "shape.pt", payload)
     line = one_line_error(["eval", tmp_path / "shape.pt"])
     assert f"{key} has shape (3, 3), the model expects" in line and "shape.pt" in line
+    line = one_line_error(["retrain", tmp_path / "shape.pt", "--circuit", tmp_path / "none.blif", "--out",
+                           tmp_path / "re"])
+    assert f"shape.pt: checkpoint does not fit the model: {key} has shape (3, 3)" in line
     payload = good_payload()
     payload["state_dict"].pop(key)
     save_checkpoint(tmp_path / "missing.pt", payload)
