@@ -146,7 +146,8 @@ def test_eval_and_sweep_use_the_whole_test_set_unless_limited(run1):
     assert r.output.splitlines()[0] == "data mnist5k: the whole test set, 1000 images"
     r = invoke("sweep", run1 / "last.pt", "--width", 8, "--approx-bits", 2, "--limit-test", 20)
     assert r.exit_code == 0, r.output
-    assert "data mnist5k: the first 20 of 1000 test images (--limit-test 20)" in r.output.splitlines()[0]
+    assert "data mnist5k: the first 20 of 1000 test images (--limit-test 20)" in r.stdout.splitlines()[0]
+    assert "sweep k=2: " in r.stderr and "\r" not in r.stderr  # a plain line per point in a log
 
 
 def test_retrain_reports_its_data_and_the_half_window_it_uses(run1, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from tqdm import tqdm
@@ -57,6 +58,8 @@ def run_sweep(ckpt_path, cell="maj", width=32, bits_text="0:32", out_dir=None, d
         # point should not depend on which points were measured before it
         model = model_from_checkpoint(ckpt).to(device)
         accuracy.append(accuracy_under(model, CellAdder(cell=cell, approx_bits=k, width=width), data, device))
+        if show:  # a plain line per point, so a log shows progress where no bar is drawn
+            tqdm.write(f"sweep k={k}: {accuracy[-1]:.2f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     baseline = accuracy[0] if bits[0] == 0 else None
     result = {
         "checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
