@@ -16,7 +16,20 @@ from dnn.kernels.adder_ops import Geometry
 from dnn.layers.mult_layers import LutProduct, patches
 from lutgen.lut import build_lut
 
-PATHS = ["torch"] + (["native"] if accum_native.load(Accumulator("loa:8:k=2")._source(4)) is not None else [])
+PATHS = ["torch"] + (["native", "scalar"] if accum_native.load(Accumulator("loa:8:k=2")._source(4)) is not None
+                     else [])
+
+
+@pytest.fixture(autouse=True)
+def _byte_tables():
+    yield
+    accum_native.BYTE_TABLES = True
+
+
+def sums(acc, backend, xq, wq, geom, path):
+    """adder_sums on `path`; "scalar" is the compiled kernel without the byte-table lookup."""
+    accum_native.BYTE_TABLES = path != "scalar"
+    return acc.adder_sums(backend, xq, wq, geom, path="native" if path == "scalar" else path)
 
 
 def hand_adder_sums(acc, backend, xq, wq, geom):
@@ -91,10 +104,10 @@ def test_adder_layer_paths_match_a_plain_loop(order, signed, spec, loa_blif):
     want = hand_adder_sums(acc, backend, xq, wq, geom)
     assert torch.equal(acc.adder_sums(backend, xq, wq, geom, path="reference"), want)
     for path in PATHS:
-        assert torch.equal(acc.adder_sums(backend, xq, wq, geom, path=path), want), path
+        assert torch.equal(sums(acc, backend, xq, wq, geom, path), want), path
 
 
-@pytest.mark.parametrize("backend", [ExactInt(6), CellAdder("ama3", approx_bits=3, width=7),
+@pytest.mark.parametrize("backend", [ExactInt(6), ExactInt(11), CellAdder("ama3", approx_bits=3, width=7),
                                      NetlistAdder(ripple_carry_adder(6, "ama1", 2)),
                                      CellAdder("maj", approx_bits=4, width=14)])
 def test_every_adder_back_end_gives_its_terms(backend):
@@ -103,7 +116,7 @@ def test_every_adder_back_end_gives_its_terms(backend):
     xq, wq = quantized(backend, (1, 2, 3, 3), (3, 2, 2, 2), seed=3)
     want = hand_adder_sums(acc, backend, xq, wq, geom)
     for path in ["reference"] + PATHS:
-        assert torch.equal(acc.adder_sums(backend, xq, wq, geom, path=path), want), path
+        assert torch.equal(sums(acc, backend, xq, wq, geom, path), want), path
 
 
 def mult_luts():
@@ -125,7 +138,9 @@ def test_multiplier_paths_match_a_plain_loop(order, mult, loa_blif):
     want = torch.tensor([[loop_accumulate(acc, [int(mult.values[int(x) - a0, int(w) - b0]) for x, w in zip(row, f)],
                                           signed=True) for f in w2] for row in cols], dtype=torch.float64)
     for path in ["reference"] + PATHS:
-        assert torch.equal(acc.mult_sums(mult, cols, w2, path=path), want), path
+        accum_native.BYTE_TABLES = path != "scalar"
+        got = acc.mult_sums(mult, cols, w2, path="native" if path == "scalar" else path)
+        assert torch.equal(got, want), path
 
 
 def adder_pair(cls, accum, seed):
@@ -169,7 +184,10 @@ def test_exact_wide_accumulator_is_todays_multiplier_layer(cls, mult):
     assert torch.equal(ya, yb)
     ya.sum().backward()
     yb.sum().backward()
-    assert torch.equal(xa.grad, xb.grad) and torch.equal(plain.weight.grad, other.weight.grad)
+    # the same straight-through gradients; the exact conv layer computes them in one fused kernel (another
+    # summation order), so they agree to rounding
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain.weight.grad, other.weight.grad, rtol=1e-5, atol=1e-4)
 
 
 def test_approximate_accumulator_changes_forward_not_backward():
@@ -194,6 +212,8 @@ def test_wrapping_follows_the_register():
     cols = torch.tensor([[0, 1, 2]])
     pair = torch.tensor([[7, 5, 9]])
     for path in ["reference"] + PATHS:
+        accum_native.BYTE_TABLES = path != "scalar"
+        path = "native" if path == "scalar" else path
         assert acc.accumulate(cols, torch.zeros(1, 3, dtype=torch.long), pair, False, path).item() == 21 % 16
 
 

@@ -36,6 +36,7 @@ from dnn.kernels.accum_ops import ORDERS, BitslicedCircuit, indexed_accumulate_t
 
 SCHEMES = ("rca", "loa", "eta1", "trunc")
 MAX_PAIR_VALUES = 1 << 12  # a back-end whose operands take more values gets no term table
+MAX_BITS = 53  # accumulated values leave as float64, exact up to 2^53
 
 
 def generator_netlist(text):
@@ -59,8 +60,8 @@ def generator_netlist(text):
         k = int(options.get("k", 0))
     except ValueError:
         raise AxnetError(f"accumulator '{text}': k={options['k']} is not an integer") from None
-    if not 1 <= width <= 62 or not 0 <= k <= width:
-        raise AxnetError(f"accumulator '{text}': need a width of 1 to 62 bits and 0 <= k <= width")
+    if not 1 <= width <= MAX_BITS or not 0 <= k <= width:
+        raise AxnetError(f"accumulator '{text}': need a width of 1 to {MAX_BITS} bits and 0 <= k <= width")
     if scheme == "rca":
         return generators.ripple_carry_adder(width, cell=options.get("cell", "maj"), approx_bits=k)
     build = {"loa": generators.loa_adder, "eta1": generators.eta1_adder, "trunc": generators.truncated_adder}
@@ -110,9 +111,9 @@ class Accumulator:
         if len(netlist.outputs) < self.bits:
             raise AxnetError(f"accumulator '{netlist.name}' has {len(netlist.outputs)} outputs, fewer than its "
                              f"{self.bits}-bit operands", path=where)
-        if self.bits > 62:
-            raise AxnetError(f"accumulator '{netlist.name}': {self.bits}-bit operands; at most 62 are supported",
-                             path=where)
+        if self.bits > MAX_BITS:
+            raise AxnetError(f"accumulator '{netlist.name}': {self.bits}-bit operands; at most {MAX_BITS} are "
+                             "supported (results are exact float64 integers)", path=where)
         self.netlist, self.order, self.signed = netlist, order, bool(signed)
         self.name = netlist.name
         from circuits.netlist import Netlist
@@ -167,7 +168,7 @@ class Accumulator:
                              + (" as two's complement" if signed else ""))
 
     def accumulate(self, cols, w_index, pair, signed, path="auto"):
-        """out[m, o] = ACC_k pair[w_index[o, k], cols[m, k]] read as (un)signed integers, int64 (M, O).
+        """out[m, o] = ACC_k pair[w_index[o, k], cols[m, k]] read as (un)signed integers, float64 (M, O).
 
         cols (M, K) and w_index (O, K) are integer tensors; pair (Vw, Vx) int64 holds the term values.
         path: "auto" (compiled on CPU when available, else torch), "native", "torch" or "reference".
@@ -175,8 +176,9 @@ class Accumulator:
         mask = (1 << self.bits) - 1
         patterns = pair.to(torch.int64) & mask
         if path in ("auto", "native") and cols.device.type == "cpu" and self.bits <= accum_native.MAX_BITS:
-            source = self._source(int(patterns.max()).bit_length())
-            out = accum_native.indexed_accumulate(source, cols.t(), w_index, patterns, self.order == "tree", signed)
+            term_bits = max(1, int(patterns.max()).bit_length())
+            out = accum_native.indexed_accumulate(self._source(term_bits), cols.t(), w_index, patterns,
+                                                  self.order == "tree", signed, term_bits)
             if out is not None:
                 return out
         if path == "auto" and triton_kernels.use(cols):  # CUDA: the Triton kernels (dnn.kernels.triton.accum)
@@ -191,16 +193,17 @@ class Accumulator:
                                      lambda c, w: patterns[w[None, :, :], c[:, None, :]], signed, path)
 
     def accumulate_terms(self, cols, w, terms_of, signed, path="torch"):
-        """out[m, o] = ACC_k of the terms `terms_of(cols_chunk, w)` -> (mc, O, K) int64 values, read (un)signed.
+        """out[m, o] = ACC_k of the terms `terms_of(cols_chunk, w)` -> (mc, O, K) int64 values, read (un)signed,
+        as float64 (exact: accumulators have at most MAX_BITS = 53 bits).
 
         The torch path (any device) or, with path="reference", a plain Python loop over every output's terms."""
         mask = (1 << self.bits) - 1
         if path == "reference":
             terms = (terms_of(cols.long(), w) & mask).reshape(-1, cols.shape[1]).tolist()
             out = torch.tensor(reference_accumulate(self.add_int, terms, self.order), dtype=torch.int64)
-            return self.read(out.view(cols.shape[0], w.shape[0]), signed).to(cols.device)
+            return self.read(out.view(cols.shape[0], w.shape[0]), signed).to(cols.device).double()
         out = indexed_accumulate_torch(self.circuit, cols, w, lambda c, ww: terms_of(c, ww) & mask, self.order)
-        return self.read(out, signed)
+        return self.read(out, signed).double()
 
     def _source(self, term_bits):
         return accum_native.c_source(self._program, self.a_inputs, self.b_inputs, self._program.output_slots,
@@ -213,16 +216,29 @@ class Accumulator:
         qmax = backend.qmax
         n, o = xq.shape[0], wq.shape[0]
         ho, wo = geom.output_size(*xq.shape[2:])
+        w_index = (wq.reshape(o, -1) + qmax).long()
+        if 2 * qmax + 1 <= MAX_PAIR_VALUES and path in ("auto", "native"):
+            out = self._native_image(xq, qmax, geom, w_index, self.adder_pair_table(backend, xq.device), path)
+            if out is not None:
+                return out
         cols = _unfold_index((xq + qmax).to(torch.int32), geom, qmax)  # (N, K, L) value indices, padding x = 0
         k = cols.shape[1]
         cols = cols.transpose(1, 2).reshape(-1, k)
-        w_index = (wq.reshape(o, -1) + qmax).long()
         if 2 * qmax + 1 <= MAX_PAIR_VALUES:
             out = self.accumulate(cols, w_index, self.adder_pair_table(backend, xq.device), self.signed, path)
         else:  # a wide back-end: every (w, x) pair computed, through the torch path
             out = self.accumulate_terms(cols, w_index, lambda c, w: self._wide_terms(backend, c, w),
                                         self.signed, "reference" if path == "reference" else "torch")
-        return out.view(n, ho * wo, o).transpose(1, 2).reshape(n, o, ho, wo).double()
+        return out.view(n, ho * wo, o).transpose(1, 2).reshape(n, o, ho, wo)
+
+    def _native_image(self, xq, qmax, geom, w_index, pair, path):
+        """The compiled kernel straight from the activation index image (no unfold), or None."""
+        if xq.device.type != "cpu" or self.bits > accum_native.MAX_BITS:
+            return None
+        patterns = pair & ((1 << self.bits) - 1)
+        term_bits = max(1, int(patterns.max()).bit_length())
+        return accum_native.image_accumulate(self._source(term_bits), (xq + qmax).to(torch.int32), geom, qmax,
+                                             w_index, patterns, self.order == "tree", self.signed, term_bits)
 
     def _wide_terms(self, backend, c, w):
         qmax = backend.qmax
@@ -254,7 +270,7 @@ class Accumulator:
         qmin_a, qmin_b = mult.qrange(0)[0], mult.qrange(1)[0]
         cols = (qx.detach() - qmin_a).round().long()
         w_index = (qw.detach() - qmin_b).round().long()
-        return self.accumulate(cols, w_index, pair, True, path).double()
+        return self.accumulate(cols, w_index, pair, True, path)
 
 
 def pair_differences(backend, w, x):

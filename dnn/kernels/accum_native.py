@@ -20,6 +20,7 @@ _OPS = {"and": "&", "or": "|", "xor": "^"}
 _MEMO = {}
 _LOCK = threading.Lock()
 MAX_BITS = 32  # terms travel as uint32 table entries
+BYTE_TABLES = True  # False forces the scalar gather + transpose (tests run both on an AVX-512 VBMI machine)
 
 
 def term_class(term_bits):
@@ -58,7 +59,7 @@ def c_source(program, a_inputs, b_inputs, out_slots, bits, term_bits):
 
 
 def load(source):
-    """The ctypes function `acc_indexed` for this source, or None (no compiler, AXNET_NATIVE=0, failed build)."""
+    """The ctypes functions {"indexed", "image"} for this source, or None (no compiler, AXNET_NATIVE=0, failed build)."""
     with _LOCK:
         if source in _MEMO:
             return _MEMO[source]
@@ -70,17 +71,37 @@ def load(source):
         lib = load_library("accum", source, CSRC)
     fn = None
     if lib is not None:
-        fn = lib.acc_indexed
-        c_i64, c_ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-        fn.argtypes = [c_ptr, c_i64, c_i64, c_ptr, c_i64, c_ptr, c_i64, c_int, c_int, c_ptr, c_int]
-        fn.restype = None
+        c_i64, c_ptr, c_int, c_i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int32
+        fn = {"indexed": lib.acc_indexed, "image": lib.acc_image}
+        fn["indexed"].argtypes = [c_ptr, c_i64, c_i64, c_ptr, c_i64, c_ptr, c_ptr, c_i64, c_int, c_int, c_ptr, c_int]
+        fn["image"].argtypes = [c_ptr, c_i64, c_i64, c_i64, c_i64, c_ptr, c_i32, c_ptr, c_i64, c_ptr, c_ptr, c_i64,
+                                c_int, c_int, c_ptr, c_int]
+        for f in fn.values():
+            f.restype = None
     with _LOCK:
         _MEMO[source] = fn
     return fn
 
 
-def indexed_accumulate(source, cols_t, w_index, pair, tree, signed):
-    """out[m, o] accumulated from terms pair[w_index[o, k], cols_t[k, m]] (CPU tensors), as int64 (M, O); None
+def byte_tables(pair, term_bits):
+    """The term table as (rows, tb / 8, 256) uint8 (byte b of each pattern, rows padded to 256 entries) for the
+    AVX-512 VBMI lookup, or None when a row has more than 256 entries or terms more than 16 bits."""
+    tb = term_class(term_bits)
+    if pair.shape[1] > 256 or tb > 16 or not BYTE_TABLES:
+        return None
+    out = torch.zeros(pair.shape[0], tb // 8, 256, dtype=torch.uint8)
+    for b in range(tb // 8):
+        out[:, b, :pair.shape[1]] = ((pair >> (8 * b)) & 255).to(torch.uint8)
+    return out
+
+
+def _tables(pair, term_bits):
+    table = pair.to(torch.int64).to(torch.int32).contiguous()  # the uint32 pattern bits, reinterpreted
+    return table, byte_tables(pair.to(torch.int64), term_bits)
+
+
+def indexed_accumulate(source, cols_t, w_index, pair, tree, signed, term_bits):
+    """out[m, o] accumulated from terms pair[w_index[o, k], cols_t[k, m]] (CPU tensors), as float64 (M, O); None
     when the compiled kernel is not available. `pair` holds the term patterns already reduced to the accumulator's
     bits; cols_t and w_index are int32 row and column numbers into it."""
     fn = load(source)
@@ -88,10 +109,30 @@ def indexed_accumulate(source, cols_t, w_index, pair, tree, signed):
         return None
     cols_t = cols_t.to(torch.int32).contiguous()
     w_index = w_index.to(torch.int32).contiguous()
-    table = pair.to(torch.int64).to(torch.int32).contiguous()  # the uint32 pattern bits, reinterpreted
+    table, tables8 = _tables(pair, term_bits)
     k, m = cols_t.shape
     o = w_index.shape[0]
-    out = torch.empty(m, o, dtype=torch.int64)
-    fn(cols_t.data_ptr(), m, k, w_index.data_ptr(), o, table.data_ptr(), table.shape[1], int(tree), int(signed),
-       out.data_ptr(), torch.get_num_threads())
+    out = torch.empty(m, o, dtype=torch.float64)
+    fn["indexed"](cols_t.data_ptr(), m, k, w_index.data_ptr(), o, table.data_ptr(),
+                  None if tables8 is None else tables8.data_ptr(), table.shape[1], int(tree), int(signed),
+                  out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def image_accumulate(source, index, geom, pad_index, w_index, pair, tree, signed, term_bits):
+    """The same for a convolution: activation indices read from the (N, C, H, W) `index` image through `geom`
+    (padding taps read `pad_index`), never unfolded; returns float64 (N, O, Ho, Wo) or None."""
+    fn = load(source)
+    if fn is None:
+        return None
+    index = index.to(torch.int32).contiguous()
+    w_index = w_index.to(torch.int32).contiguous()
+    table, tables8 = _tables(pair, term_bits)
+    n, c, h, w = index.shape
+    ho, wo = geom.output_size(h, w)
+    g = torch.tensor([*geom.kernel, *geom.stride, *geom.padding, *geom.dilation, ho, wo], dtype=torch.int64)
+    out = torch.empty(n, w_index.shape[0], ho, wo, dtype=torch.float64)
+    fn["image"](index.data_ptr(), n, c, h, w, g.data_ptr(), int(pad_index), w_index.data_ptr(), w_index.shape[0],
+                table.data_ptr(), None if tables8 is None else tables8.data_ptr(), table.shape[1], int(tree),
+                int(signed), out.data_ptr(), torch.get_num_threads())
     return out

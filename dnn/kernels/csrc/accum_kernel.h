@@ -6,6 +6,8 @@
  * (a: the running value's ACC_BITS planes, b: the new term's ACC_BITS planes, out: the low ACC_BITS output
  * planes), then includes this file, which exports
  *   acc_indexed  out[m, o] = ACC over k of pair[widx[o, k] * vx + cols_t[k, m]]   (sequential or pairwise tree)
+ *   acc_image    the same for a convolution, the indices read from the (n, c, h, w) index image through the
+ *                geometry (F.unfold order, padding taps read `pad`): no unfolded copy is made
  * A term is a table entry, so term generation (|d| of the layer's subtraction, or a product) is one gather.
  * Outputs are kept bit-sliced across all K steps: 64 * ACC_LANES outputs per plane; the terms of one step are
  * gathered into 64 rows (row t, lane j: output t * ACC_LANES + j) and transposed into planes. Terms have at most
@@ -14,6 +16,12 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512VBMI__) && defined(__AVX512BW__) && ACC_TB <= 16
+#include <immintrin.h>
+#define ACC_VBMI 1 /* terms looked up 64 at a time from byte tables, bit planes taken with byte test masks */
+#else
+#define ACC_VBMI 0
+#endif
 
 #define ACC_GROUP (64 * ACC_LANES) /* outputs per plane */
 #define ACC_OB 8                   /* filters per work item: one gathered index row serves all of them */
@@ -57,12 +65,37 @@ static inline void acc_transpose_full(accv x[64]) {
     }
 }
 
-/* rows (as 64 * ACC_LANES words) <- the terms prow[idx[g]] of the group's outputs, then bit planes. */
+/* Output g of a group is bit (g % 64) of lane (g / 64) of every plane; as 64 rows of words (before or after a
+ * transpose) it is word (g % 64) * ACC_LANES + g / 64. */
+static inline int acc_slot(int g) { return (g & 63) * ACC_LANES + (g >> 6); }
+
+/* rows[0 .. ACC_LIVE - 1] <- the bit planes of the terms prow[idx[g]] of the group's outputs. */
 static inline void acc_term_planes(accv rows[64], const uint32_t *restrict prow, const int32_t *restrict idx) {
     uint64_t *restrict flat = (uint64_t *)rows;
-    for (int g = 0; g < ACC_GROUP; g++) flat[g] = prow[idx[g]];
+    for (int g = 0; g < ACC_GROUP; g++) flat[acc_slot(g)] = prow[idx[g]];
     acc_transpose_terms(rows);
 }
+
+#if ACC_VBMI
+/* The same from byte tables: tab holds ACC_TB / 8 tables of 256 bytes (byte b of each term pattern), idx8 the
+ * group's activation indices as bytes. Per 64 outputs and table byte: two permutes, one blend, eight test masks. */
+static inline void acc_term_planes_vbmi(accv rows[64], const uint8_t *restrict tab, const uint8_t *restrict idx8) {
+    uint64_t *restrict words = (uint64_t *)rows;
+    for (int b = 0; b < ACC_TB / 8; b++) {
+        const __m512i t0 = _mm512_loadu_si512(tab + 256 * b), t1 = _mm512_loadu_si512(tab + 256 * b + 64);
+        const __m512i t2 = _mm512_loadu_si512(tab + 256 * b + 128), t3 = _mm512_loadu_si512(tab + 256 * b + 192);
+        for (int c = 0; c < ACC_LANES; c++) {
+            const __m512i ix = _mm512_loadu_si512(idx8 + 64 * c);
+            const __m512i lo = _mm512_permutex2var_epi8(t0, ix, t1), hi = _mm512_permutex2var_epi8(t2, ix, t3);
+            const __m512i v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(ix), lo, hi);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                if (8 * b + j < ACC_LIVE)
+                    words[(8 * b + j) * ACC_LANES + c] = _mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << j)));
+        }
+    }
+}
+#endif
 
 /* acc <- C(acc, term) where term's planes are rows[0 .. ACC_LIVE - 1] (higher planes zero). */
 static inline void acc_step(accv *restrict acc, const accv *restrict rows) {
@@ -73,48 +106,111 @@ static inline void acc_step(accv *restrict acc, const accv *restrict rows) {
     memcpy(acc, y, sizeof y);
 }
 
-/* Write the ACC_BITS planes of one filter's accumulators as integers: out[(m0 + g) * o + col] for g < count. */
-static void acc_store(const accv *acc, int64_t *out, int64_t m0, int64_t count, int64_t o, int64_t col, int sign) {
+/* Write the ACC_BITS planes of one filter's accumulators as (exact) doubles: out[(m0 + g) * o + col] for g < count,
+ * or out[(n * o + col) * l + p] for output m0 + g = n * l + p when l > 0 (the layer's (N, O, Ho, Wo) layout). */
+static void acc_store(const accv *acc, double *out, int64_t m0, int64_t count, int64_t o, int64_t col, int sign,
+                      int64_t l) {
     accv rows[64];
     for (int i = 0; i < 64; i++) rows[i] = i < ACC_BITS ? acc[i] : ACCV_ZERO;
     acc_transpose_full(rows);
     const uint64_t *flat = (const uint64_t *)rows;
     const int shift = 64 - ACC_BITS;
     for (int64_t g = 0; g < count; g++) {
-        uint64_t v = flat[g];
-        out[(m0 + g) * o + col] = (sign && shift > 0) ? ((int64_t)(v << shift)) >> shift : (int64_t)v;
+        uint64_t v = flat[acc_slot((int)g)];
+        const int64_t value = (sign && shift > 0) ? ((int64_t)(v << shift)) >> shift : (int64_t)v;
+        const int64_t mm = m0 + g;
+        out[l > 0 ? ((mm / l) * o + col) * l + mm % l : mm * o + col] = (double)value;
     }
 }
 
-/* Load the index row of tap kk for outputs m0 .. m0 + count - 1; the rest of the group reads index 0. */
-static inline void acc_load_index(int32_t *idx, const int32_t *cols_t, int64_t m, int64_t m0, int64_t count,
-                                  int64_t kk) {
-    memcpy(idx, cols_t + kk * m + m0, (size_t)count * sizeof(int32_t));
+/* Where the activation indices come from: an explicit (k x m) matrix `cols_t`, or (cols_t NULL) a zero-padded
+ * (n, c, h, w) index image read through the convolution geometry, so no unfolded copy is ever made. */
+typedef struct {
+    const uint8_t *bytes; /* NULL, or the term table as (rows, ACC_TB / 8, 256) bytes for the VBMI path */
+    const int32_t *cols_t;
+    const int32_t *image;
+    int64_t c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+    int32_t pad;
+} acc_input;
+
+/* Per output g of the group: its image offset and the top-left corner of its patch (image mode). */
+typedef struct {
+    int64_t base[ACC_GROUP];
+    int32_t y0[ACC_GROUP], x0[ACC_GROUP];
+} acc_corners;
+
+static void acc_group_corners(const acc_input *in, int64_t m0, int64_t count, acc_corners *cr) {
+    for (int64_t g = 0; g < ACC_GROUP; g++) {
+        const int64_t mm = m0 + (g < count ? g : 0), l = in->ho * in->wo;
+        const int64_t n = mm / l, p = mm % l;
+        cr->base[g] = n * in->c * in->h * in->w;
+        cr->y0[g] = (int32_t)((p / in->wo) * in->sh - in->ph);
+        cr->x0[g] = (int32_t)((p % in->wo) * in->sw - in->pw);
+    }
 }
 
-static void acc_sequential_item(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *widx, int64_t o,
+/* The index row of tap kk (F.unfold order: channel, kernel row, kernel column) for outputs m0 .. m0 + count - 1;
+ * the rest of the group reads index 0 (matrix mode) or repeats output m0 (image mode). */
+static inline void acc_load_index(int32_t *restrict idx, const acc_input *in, const acc_corners *cr, int64_t m,
+                                  int64_t m0, int64_t count, int64_t kk) {
+    if (in->cols_t) {
+        memcpy(idx, in->cols_t + kk * m + m0, (size_t)count * sizeof(int32_t));
+        return;
+    }
+    const int64_t ch = kk / (in->kh * in->kw), r = kk % (in->kh * in->kw);
+    const int32_t dy = (int32_t)((r / in->kw) * in->dh), dx = (int32_t)((r % in->kw) * in->dw);
+    const int32_t *plane = in->image + ch * in->h * in->w;
+    for (int g = 0; g < ACC_GROUP; g++) {
+        const int32_t y = cr->y0[g] + dy, x = cr->x0[g] + dx;
+        const int inside = (uint32_t)y < (uint32_t)in->h && (uint32_t)x < (uint32_t)in->w;
+        idx[g] = inside ? plane[cr->base[g] + (int64_t)y * in->w + x] : in->pad;
+    }
+}
+
+/* The term planes of one filter row `wrow` for the group's indices (byte tables when the input has them). */
+static inline void acc_planes_for(accv rows[64], const acc_input *in, const uint32_t *pair, int64_t vx, int64_t wrow,
+                                  const int32_t *idx) {
+#if ACC_VBMI
+    if (in->bytes) {
+        acc_term_planes_vbmi(rows, in->bytes + wrow * (ACC_TB / 8) * 256, (const uint8_t *)(idx + ACC_GROUP));
+        return;
+    }
+#endif
+    acc_term_planes(rows, pair + wrow * vx, idx);
+}
+
+/* idx[0 .. ACC_GROUP - 1] as int32, followed (byte-table path) by the same indices as ACC_GROUP bytes. */
+static inline void acc_index_bytes(int32_t *idx, const acc_input *in) {
+    if (!in->bytes) return;
+    uint8_t *idx8 = (uint8_t *)(idx + ACC_GROUP);
+    for (int g = 0; g < ACC_GROUP; g++) idx8[g] = (uint8_t)idx[g];
+}
+
+static void acc_sequential_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx, int64_t o,
                                 const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0,
-                                int64_t ocount, int32_t *idx, accv *acc, int64_t *out, int sign) {
+                                int64_t ocount, int32_t *idx, accv *acc, double *out, int sign) {
     accv rows[64];
     memset(acc, 0, sizeof(accv) * ACC_BITS * ACC_OB);
     for (int64_t kk = 0; kk < k; kk++) {
-        acc_load_index(idx, cols_t, m, m0, count, kk);
+        acc_load_index(idx, in, cr, m, m0, count, kk);
+        acc_index_bytes(idx, in);
         for (int64_t oo = 0; oo < ocount; oo++) {
-            acc_term_planes(rows, pair + (int64_t)widx[(o0 + oo) * k + kk] * vx, idx);
+            acc_planes_for(rows, in, pair, vx, widx[(o0 + oo) * k + kk], idx);
             acc_step(acc + oo * ACC_BITS, rows);
         }
     }
-    for (int64_t oo = 0; oo < ocount; oo++) acc_store(acc + oo * ACC_BITS, out, m0, count, o, o0 + oo, sign);
+    for (int64_t oo = 0; oo < ocount; oo++) acc_store(acc + oo * ACC_BITS, out, m0, count, o, o0 + oo, sign, in->image ? in->ho * in->wo : 0);
 }
 
-static void acc_tree_item(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *widx, int64_t o,
+static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx, int64_t o,
                           const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0, int64_t ocount,
-                          int32_t *idx, accv *store, int64_t *out, int sign) {
+                          int32_t *idx, accv *store, double *out, int sign) {
     accv rows[64], y[ACC_BITS];
     for (int64_t oo = 0; oo < ocount; oo++) {
         for (int64_t kk = 0; kk < k; kk++) {
-            acc_load_index(idx, cols_t, m, m0, count, kk);
-            acc_term_planes(rows, pair + (int64_t)widx[(o0 + oo) * k + kk] * vx, idx);
+            acc_load_index(idx, in, cr, m, m0, count, kk);
+            acc_index_bytes(idx, in);
+            acc_planes_for(rows, in, pair, vx, widx[(o0 + oo) * k + kk], idx);
             for (int i = 0; i < ACC_BITS; i++) store[kk * ACC_BITS + i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
         }
         for (int64_t n = k; n > 1; n = (n + 1) / 2) { /* one level: adjacent pairs, an odd last term moves up */
@@ -124,18 +220,17 @@ static void acc_tree_item(const int32_t *cols_t, int64_t m, int64_t k, const int
             }
             if (n & 1) memmove(store + (n / 2) * ACC_BITS, store + (n - 1) * ACC_BITS, sizeof y);
         }
-        acc_store(store, out, m0, count, o, o0 + oo, sign);
+        acc_store(store, out, m0, count, o, o0 + oo, sign, in->image ? in->ho * in->wo : 0);
     }
 }
 
-/* out (m x o, int64) = the accumulated terms; cols_t (k x m) activation indices, widx (o x k) weight indices,
- * pair (rows of vx uint32 term patterns, already reduced to ACC_BITS bits). tree: 0 sequential, 1 pairwise. */
-void acc_indexed(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *widx, int64_t o, const uint32_t *pair,
-                 int64_t vx, int tree, int sign, int64_t *out, int threads) {
+static void acc_run(const acc_input *in, int64_t m, int64_t k, const int32_t *widx, int64_t o, const uint32_t *pair,
+                    int64_t vx, int tree, int sign, double *out, int threads) {
     const int64_t tiles = (m + ACC_GROUP - 1) / ACC_GROUP, oblocks = (o + ACC_OB - 1) / ACC_OB;
 #pragma omp parallel num_threads(threads)
     {
-        int32_t *idx = aligned_alloc(64, ACC_GROUP * sizeof(int32_t));
+        int32_t *idx = aligned_alloc(64, ACC_GROUP * (sizeof(int32_t) + 1));
+        acc_corners *cr = aligned_alloc(64, (sizeof(acc_corners) + 63) / 64 * 64);
         const size_t planes = tree ? (size_t)k * ACC_BITS : (size_t)ACC_OB * ACC_BITS;
         accv *buf = aligned_alloc(64, planes * sizeof(accv));
 #pragma omp for schedule(dynamic)
@@ -144,12 +239,38 @@ void acc_indexed(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *wid
             const int64_t count = m - m0 < ACC_GROUP ? m - m0 : ACC_GROUP;
             const int64_t ocount = o - o0 < ACC_OB ? o - o0 : ACC_OB;
             memset(idx, 0, ACC_GROUP * sizeof(int32_t));
+            if (!in->cols_t) acc_group_corners(in, m0, count, cr);
             if (tree)
-                acc_tree_item(cols_t, m, k, widx, o, pair, vx, m0, count, o0, ocount, idx, buf, out, sign);
+                acc_tree_item(in, cr, m, k, widx, o, pair, vx, m0, count, o0, ocount, idx, buf, out, sign);
             else
-                acc_sequential_item(cols_t, m, k, widx, o, pair, vx, m0, count, o0, ocount, idx, buf, out, sign);
+                acc_sequential_item(in, cr, m, k, widx, o, pair, vx, m0, count, o0, ocount, idx, buf, out, sign);
         }
         free(idx);
+        free(cr);
         free(buf);
     }
+}
+
+/* out (m x o, float64 holding integers) = the accumulated terms; cols_t (k x m) activation indices, widx (o x k) weight indices,
+ * pair (rows of vx uint32 term patterns, already reduced to ACC_BITS bits), bytes (NULL, or the same table as
+ * (rows, ACC_TB / 8, 256) bytes when vx <= 256 and ACC_TB <= 16). tree: 0 sequential, 1 pairwise. */
+void acc_indexed(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *widx, int64_t o, const uint32_t *pair,
+                 const uint8_t *bytes, int64_t vx, int tree, int sign, double *out, int threads) {
+    acc_input in = {0};
+    in.bytes = ACC_VBMI ? bytes : NULL;
+    in.cols_t = cols_t;
+    acc_run(&in, m, k, widx, o, pair, vx, tree, sign, out, threads);
+}
+
+/* The same over a convolution: image (n, c, h, w) activation indices, taps outside it read `pad`; geometry g =
+ * {kh, kw, sh, sw, ph, pw, dh, dw, ho, wo}; out is (n, o, ho, wo). */
+void acc_image(const int32_t *image, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *g, int32_t pad,
+               const int32_t *widx, int64_t o, const uint32_t *pair, const uint8_t *bytes, int64_t vx, int tree,
+               int sign, double *out, int threads) {
+    acc_input in = {0};
+    in.bytes = ACC_VBMI ? bytes : NULL;
+    in.image = image;
+    in.c = c, in.h = h, in.w = w, in.kh = g[0], in.kw = g[1], in.sh = g[2], in.sw = g[3], in.ph = g[4], in.pw = g[5];
+    in.dh = g[6], in.dw = g[7], in.ho = g[8], in.wo = g[9], in.pad = pad;
+    acc_run(&in, n * g[8] * g[9], c * g[0] * g[1], widx, o, pair, vx, tree, sign, out, threads);
 }
