@@ -267,6 +267,22 @@ def test_front_designs_are_retrained_once(adder_ckpt, tmp_path):
     assert again.exit_code == 0 and "retrain " not in again.output  # nothing left to do, nothing redone
 
 
+def test_retraining_with_netlist_differences(adder_ckpt, tmp_path):
+    from lutgen.formats import save_npz
+    from lutgen.lut import build_lut
+
+    out = tmp_path / "run"
+    result = run(adder_ckpt, out, "--family", "loa:8:k=3", "--retrain-epochs", "1", "--grad", "diff",
+                 "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)
+    assert record["retrain_grad"] == "diff" and record["retrained_accuracy"] is not None
+    lut_path = tmp_path / "loa.npz"
+    save_npz(build_lut(generators.loa_adder(8, 2)), lut_path)
+    bare = run(adder_ckpt, tmp_path / "run2", "--circuits", lut_path, "--retrain-epochs", "1", "--grad", "diff")
+    assert bare.exit_code == 2 and "LUT file" in bare.output and not (tmp_path / "run2").exists()
+
+
 def test_multipliers_serve_a_cnn_checkpoint(cnn_ckpt, tmp_path):
     result = run(cnn_ckpt, tmp_path / "run", "--family", "mul:4", "--workers", "1", "--json")
     assert result.exit_code == 0, result.output
