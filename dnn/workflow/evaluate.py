@@ -31,20 +31,25 @@ def describe_data(data, full_test, test_limit):
     return f"{data.name}: the whole test set, {len(data.test_x)} images"
 
 
-def accuracy_under(model, arith, data, device, show=False, desc="eval"):
-    """Test accuracy of `model` with every adder layer on `arith` (None = float)."""
-    prepare_arith(model, arith, data, device)
+def accuracy_under(model, arith, data, device, show=False, desc="eval", accum=None):
+    """Test accuracy of `model` with every adder layer on `arith` (None = float), its sums through `accum`."""
+    prepare_arith(model, arith, data, device, accum=accum)
     return evaluate(model, data.test_x, data.test_y, device=device, show=show, desc=desc)[1]
 
 
-def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0, show=True):
-    """Accuracy of a checkpoint under one arithmetic: a dict for the CLI table or --json."""
+def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0, show=True, accum_text=None):
+    """Accuracy of a checkpoint under one arithmetic (and accumulator `accum_text`): a dict for the CLI table or
+    --json."""
+    from dnn.arith.accumulate import parse_accum
     ckpt = load_checkpoint(ckpt_path)
     arith = parse_arith_text(arith_text)
+    accum = parse_accum(accum_text) if accum_text else None
     data = data_for_checkpoint(ckpt, data_spec, test_limit)
     device = default_device()
     model = model_from_checkpoint(ckpt).to(device)
     t0 = time.perf_counter()
-    acc = accuracy_under(model, arith, data, device, show=show)
+    acc = accuracy_under(model, arith, data, device, show=show, accum=accum)
+    label = arith_label(arith) + (f"; {accum.describe()}" if accum is not None else "")
     return {"checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
-            "data_used": data.used, "arith": arith_label(arith), "accuracy": acc, "seconds": time.perf_counter() - t0}
+            "data_used": data.used, "arith": label, "accum": accum.spec if accum is not None else None,
+            "accuracy": acc, "seconds": time.perf_counter() - t0}

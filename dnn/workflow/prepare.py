@@ -101,11 +101,19 @@ def calibrate_model(model, data, device, batches=8, batch_size=256, percentile=9
         group_clamp_weights_(layer, float(layer.scale))
 
 
-def prepare_arith(model, arith, data, device, calibrate=True):
-    """Put `arith` on every adder layer and, for a quantized back-end, calibrate the scales on training data."""
+def prepare_arith(model, arith, data, device, calibrate=True, accum=None):
+    """Put `arith` on every adder layer and, for a quantized back-end, calibrate the scales on training data.
+    `accum` (an Accumulator, None = exact sums) goes on the same layers first, so calibration sees the network as it
+    will run."""
     n = set_model_arith(model, arith)
     if arith is not None and n == 0:
         raise AxnetError(f"--arith {arith_label(arith)}: the model has no adder layers to run it on")
+    if accum is not None:
+        from dnn.layers.assign import set_accum
+        if arith is None:
+            raise AxnetError(f"--accum {accum.spec}: the accumulator sums integer terms; give an integer "
+                             "arithmetic too, e.g. --arith exact:8")
+        set_accum(model, accum)
     if arith is not None and calibrate:
         calibrate_model(model, data, device)
     return n
