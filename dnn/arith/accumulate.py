@@ -311,3 +311,8 @@ def parse_accum(text):
             raise
         raise AxnetError(f"--accum '{text}': {exc.message}") from None
 
+
+
+def accum_label(label, accum):
+    """A back-end's one-line label with the accumulator appended (unchanged for None)."""
+    return label if accum is None else f"{label}; {accum.describe()}"

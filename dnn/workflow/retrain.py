@@ -74,8 +74,9 @@ RETRAIN_DEFAULTS = dict(lr=0.01, batch_size=64)  # retraining keeps the AdderNet
 
 def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, compare_ste=False, out_dir="runs/retrain",
                 lr=None, batch_size=None, seed=0, data_spec=None, train_limit=0, test_limit=0, show=True,
-                resume=False, seeds=1, overwrite=False):
+                resume=False, seeds=1, overwrite=False, accum_text=None):
     """Approximation-aware retraining from a float checkpoint; returns the table rows (also written as JSON/md).
+    With `accum_text` (an --accum spec) every integer row and the retraining also sum through that accumulator.
 
     Rows: float, quantized exact (ExactInt(n) for an n-bit LUT adder), the circuit before retraining, after
     retraining with `grad`, and with `compare_ste` after STE retraining from the same start. With `seeds` > 1 each
@@ -101,6 +102,8 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
     check_circuit(ckpt, before.sha256, ckpt_path, "retrain")
     data = data_for_checkpoint(ckpt, data_spec, test_limit, train_limit)
     device = default_device()
+    from dnn.arith.accumulate import accum_label, parse_accum
+    accum = parse_accum(accum_text) if accum_text else None
     rows = []
     for name, arith in (("float", None), (f"quantized exact ({n}-bit)", ExactInt(n)),
                         ("circuit, before retraining", before)):
@@ -108,11 +111,13 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
         # calibrated for one back-end and then again for another is not what either row means (and scored 36%
         # instead of 72.6% under the circuit on runs/demo/float)
         model = model_from_checkpoint(ckpt).to(device)
-        rows.append({"row": name, "arith": arith_label(arith), "accuracy": accuracy_under(model, arith, data, device),
+        row_accum = accum if arith is not None else None
+        rows.append({"row": name, "arith": accum_label(arith_label(arith), row_accum),
+                     "accuracy": accuracy_under(model, arith, data, device, accum=row_accum),
                      "epochs": 0, "seconds": 0.0})
     # how much of the recovery is only BatchNorm statistics: re-estimate them through the circuit, no training
     reestimate_batchnorm(model, data.train_x, DistContext(device=device))
-    rows.append({"row": "circuit, BatchNorm re-estimated only", "arith": arith_label(before),
+    rows.append({"row": "circuit, BatchNorm re-estimated only", "arith": accum_label(arith_label(before), accum),
                  "accuracy": evaluate(model, data.test_x, data.test_y, device=device)[1], "epochs": 0,
                  "seconds": 0.0})
     base_cfg = TrainConfig.from_dict(ckpt["config"])
@@ -129,24 +134,27 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
                               test_limit=test_limit)
             # one seed keeps the plain directory name that single runs have always had
             stage_dir = os.path.join(out_dir, f"retrain_{g}" if seeds == 1 else f"retrain_{g}_seed{s}")
-            extra = {"retrained_from": str(ckpt_path), "grad": g, "half_window": half_window}
+            extra = {"retrained_from": str(ckpt_path), "grad": g, "half_window": half_window,
+                     "accum": accum.spec if accum is not None else None}
             summary = run_training(cfg, stage_dir,
                                    resume=resume and os.path.isfile(os.path.join(stage_dir, "last.pt")),
                                    overwrite=overwrite,
                                    arith=arith, init_state=ckpt["state_dict"], extra=extra, show=show, data=data,
+                                   accum=accum,
                                    title=f"{ckpt['model']} on {data.name} ({arith_label(arith)}), seed {s}")
             accs.append(summary["final_test_acc"])  # the retrained model, with the scales it was trained with
             seconds.append(summary["train_seconds"])
             checkpoints.append(os.path.join(stage_dir, "last.pt"))
         label = "after retraining, gradient LUT" if g == "lut" else "after retraining, STE"
-        row = {"row": label, "arith": arith_label(arith), "accuracy": statistics.fmean(accs), "epochs": epochs,
+        row = {"row": label, "arith": accum_label(arith_label(arith), accum), "accuracy": statistics.fmean(accs),
+               "epochs": epochs,
                "seconds": statistics.fmean(seconds), "checkpoint": checkpoints[0]}
         if seeds > 1:
             row.update(seeds=run_seeds, per_seed=accs, std=statistics.stdev(accs), checkpoints=checkpoints)
         rows.append(row)
     result = {"checkpoint": str(ckpt_path), "circuit": str(circuit), "circuit_sha256": before.sha256,
               "model": ckpt["model"], "data": data.name, "images": len(data.test_x), "data_used": data.used,
-              "train_images": len(data.train_x), "rows": rows}
+              "train_images": len(data.train_x), "rows": rows, "accum": accum.spec if accum is not None else None}
     if note:
         result["notes"] = [note]
     if seeds > 1 and len(stages) == 2:
@@ -164,7 +172,8 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
 def markdown_table(result):
     """The retraining table as markdown, one row per arithmetic / stage (mean +- std over seeds where several ran)."""
     lines = [f"Model `{result['model']}` on {result['data']} ({result['images']} test images), "
-             f"circuit `{os.path.basename(result['circuit'])}`", ""]
+             f"circuit `{os.path.basename(result['circuit'])}`"
+             + (f", accumulator `{result['accum']}`" if result.get("accum") else ""), ""]
     lines += [f"Note: {n}" for n in result.get("notes", [])] + ([""] if result.get("notes") else [])
     lines += ["| network | arithmetic | accuracy (%) | retraining epochs | seconds |", "|---|---|---:|---:|---:|"]
     for r in result["rows"]:

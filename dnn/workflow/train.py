@@ -228,10 +228,11 @@ def checkpoint_payload(cfg, raw_model, optimizer, scheduler, epoch, history, bes
 
 
 def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=None, show=True, title=None,
-                 data=None, overwrite=False, given=None):
+                 data=None, overwrite=False, given=None, accum=None):
     """Train per `cfg` into `out_dir` (last.pt, best.pt, epoch_NNNN.pt, history.csv, curves.png, summary.json).
 
-    `arith` trains through an approximate back-end (retraining), starting from `init_state` weights when given.
+    `arith` trains through an approximate back-end (retraining), starting from `init_state` weights when given;
+    `accum` (an Accumulator) sums its terms (straight-through gradients across the accumulation).
     `extra` is stored in every checkpoint. A directory that already holds a run is refused unless `resume` (whose
     stored settings must agree with the `given` fields of `cfg`, all when None; epochs may be raised) or
     `overwrite`. Returns the summary dict (also on ranks other than 0)."""
@@ -258,7 +259,7 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
         load_model_state(raw_model, init_state)
     raw_model.to(ctx.device)
     if arith is not None:
-        prepare_arith(raw_model, arith, data, ctx.device)
+        prepare_arith(raw_model, arith, data, ctx.device, accum=accum)
     optimizer, scheduler = make_optimizer(raw_model, cfg)
     average = WeightAverage(raw_model, cfg.ema) if cfg.ema else None
     if ckpt is not None:
