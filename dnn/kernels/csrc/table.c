@@ -82,7 +82,7 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
         }                                                                                                           \
     }
 #endif
-FOLD(fold_f32, float)
+
 FOLD(fold_i16, int16_t)
 FOLD(fold_i32, int32_t)
 
@@ -213,7 +213,7 @@ static void reader_table(int *tab, int size, int taps, int step, int dil, int ou
 /* gw[o][k] = sum_v H[v][j][o] * mw[v][wi[o][k]] for the taps k = cl*taps + j of one channel, 16 outputs at a
  * time: H rows are contiguous over o, the mw entries a gather from one row of the matrix (in L1). */
 static void channel_weight_grad(const float *H, const float *mw, int Vw, int V, const int32_t *wi, int Kg, int o0,
-                                int Og, int Ogp, int cl, int taps, float *gw) {
+                                int Og, int Ogp, int cl, int taps, const char *seen, float *gw) {
     for (int j = 0; j < taps; j++) {
         const long k = (long)cl * taps + j;
         for (int b = 0; b < Ogp; b += 16) {
@@ -221,6 +221,7 @@ static void channel_weight_grad(const float *H, const float *mw, int Vw, int V, 
             for (int t = 0; t < 16; t++) w[t] = b + t < Og ? wi[(long)(o0 + b + t) * Kg + k] : 0;
             f32v s = {0};
             for (int v = 0; v < V; v++) {
+                if (!seen[v]) continue;  /* no pixel holds v: its scatter rows are zero (and never written) */
                 const float *row = mw + (long)v * Vw;
                 f32v m;
                 for (int t = 0; t < 16; t++) m[t] = row[w[t]];
@@ -289,6 +290,16 @@ static inline __attribute__((always_inline)) void run_tap(const pixel_t *run, in
         for (int q = 0; q < NV; q++) store_f32(Hv + 16 * q, load_f32(Hv + 16 * q) + h[q]);
 }
 
+/* dst[j][o] = ma[v][w[j][o]] + bias[o] for the taps j of one channel and one activation value v (w: the channel's
+ * weight indices, taps x Ogp, zero-padded), folded when a pixel first holds v: values no pixel holds cost nothing. */
+static void fold_value(const float *ma, int Vw, int v, const int32_t *w, const float *bias, int Og, int Ogp, int taps,
+                       float *dst) {
+    const float *row = ma + (long)v * Vw;
+    for (int j = 0; j < taps; j++)
+        for (int o = 0; o < Ogp; o++)
+            dst[j * Ogp + o] = o < Og ? row[w[j * Ogp + o]] + (bias ? bias[o] : 0.0f) : 0.0f;
+}
+
 /* Table gradients (gradient-LUT backward of both layer kinds):
  * gx[n,c,h,w] = sum over the taps k and output pixels reading the pixel of dot(g[n,oh,ow,:], A[k][v][:]) with
  * A[k][v][o] = ma[v][wi[o][k]] + bias[o]; gw[o][k] = sum_v H[k][v][o] * mw[v][wi[o][k]] with
@@ -314,13 +325,14 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
         int *start = malloc(sizeof(int) * ((long)V + 1));
         pixel_t *order = malloc(sizeof(pixel_t) * chunk * plane);
         f32v *part = aligned_alloc(64, sizeof(f32v) * chunk * plane);
+        char *seen = malloc(V);
+        int32_t *wt = malloc(sizeof(int32_t) * taps * Ogp);
 #pragma omp for schedule(dynamic, 1)
         for (int c = 0; c < C; c++) {
             const int g = c / Cg, cl = c % Cg;
-            if (A)
-                for (int j = 0; j < taps; j++)
-                    fold_f32(ma, Vw, V, wi, Kg, g * Og, Og, Ogp, (long)cl * taps + j, bias, A + (long)j * Ogp, vrow);
-            if (Hs) memset(Hs, 0, sizeof(float) * ctab);
+            memset(seen, 0, V);
+            for (int j = 0; j < taps; j++)
+                for (int o = 0; o < Ogp; o++) wt[j * Ogp + o] = o < Og ? wi[(long)(g * Og + o) * Kg + cl * taps + j] : 0;
             for (int n0 = 0; n0 < N; n0 += chunk) {
                 const int n1 = n0 + chunk < N ? n0 + chunk : N;
                 sort_by_value(ip, C, c, n0, n1, Hp, Wp, V, rows, cols, kh, kw, start, order);
@@ -329,6 +341,11 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                     const int count = start[v + 1] - start[v];
                     if (count == 0) continue;
                     const pixel_t *run = order + start[v];
+                    if (!seen[v]) {  /* first pixel of value v in this channel: its slope rows, zero scatter rows */
+                        seen[v] = 1;
+                        if (A) fold_value(ma, Vw, v, wt, bias ? bias + g * Og : NULL, Og, Ogp, taps, A + v * vrow);
+                        if (Hs) memset(Hs + v * vrow, 0, sizeof(float) * vrow);
+                    }
                     if (A) memset(part, 0, sizeof(f32v) * count);
                     for (int o0 = 0; o0 < Ogp; o0 += 64) {
                         const int nv = (Ogp - o0) / 16 < 4 ? (Ogp - o0) / 16 : 4;
@@ -353,8 +370,10 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                         }
                 }
             }
-            if (Hs) channel_weight_grad(Hs, mw, Vw, V, wi, Kg, g * Og, Og, Ogp, cl, taps, gw);
+            if (Hs) channel_weight_grad(Hs, mw, Vw, V, wi, Kg, g * Og, Og, Ogp, cl, taps, seen, gw);
         }
+        free(seen);
+        free(wt);
         free(start);
         free(order);
         free(part);
