@@ -490,12 +490,14 @@ def train_cmd(ctx, model_name, data_spec, epochs, out_dir, optimizer, batch_size
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
+@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, as_json):
+def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, accum_text, as_json):
     """Test accuracy of a checkpoint under float, quantized exact, LUT or cell-adder arithmetic."""
     from dnn.workflow import eval_checkpoint
 
-    results = [eval_checkpoint(checkpoint, a, data_spec, test_limit=limit_test) for a in arith_texts]
+    results = [eval_checkpoint(checkpoint, a, data_spec, test_limit=limit_test,
+                               accum_text=accum_text if a != "float" else None) for a in arith_texts]
     if as_json:
         echo_json(results if len(results) > 1 else results[0])
         return
@@ -516,13 +518,40 @@ def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, as_json):
 @click.option("--out", "out_dir", type=click.Path(), default=None,
               help="Write sweep.png, sweep.csv and sweep.json here.")
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
+@click.option("--target", type=click.Choice(["adder", "accum"]), default="adder", show_default=True,
+              help="adder: the subtraction's cell adder (--cell, --width); accum: the accumulator (--scheme, --width, "
+                   "--order) on --arith.")
+@click.option("--scheme", default="loa", show_default=True, help="--target accum: rca (with --cell), loa, eta1, trunc.")
+@click.option("--order", type=click.Choice(["sequential", "tree"]), default="sequential", show_default=True,
+              help="--target accum: the accumulation order.")
+@click.option("--arith", "arith_text", default="exact:8", show_default=True,
+              help="--target accum: the subtraction's arithmetic (as in eval).")
+@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="--target adder: " + "Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, as_json):
-    """Accuracy against the number of approximate low bits of a cell adder (the seed-000 study)."""
+def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, target, scheme, order, arith_text,
+              accum_text, as_json):
+    """Accuracy against the number of approximate low bits of a cell adder (the seed-000 study), or of the
+    accumulator (--target accum)."""
     from dnn.workflow import run_sweep
 
+    if target == "accum":
+        from dnn.workflow.accum_sweep import run_accum_sweep
+        result = run_accum_sweep(checkpoint, scheme=scheme, width=width, bits_text=bits_text, arith_text=arith_text,
+                                 order=order, cell=cell, out_dir=out_dir, data_spec=data_spec, test_limit=limit_test)
+        if as_json:
+            echo_json(result)
+            return
+        click.echo(f"{result['model']}, {width}-bit {scheme} accumulator ({order}) on {result['arith']}; float "
+                   f"{result['float_accuracy']:.2f}%, exact sums {result['exact_accumulation_accuracy']:.2f}%; "
+                   f"data {result['data_used']}")
+        echo_table([(p["approx_bits"], f"{p['accuracy']:.2f}%") for p in result["points"]], header=("k", "accuracy"))
+        drop = result["first_drop_over_1_point"]
+        click.echo("first k more than 1 point below exact sums: " + ("none" if drop is None else str(drop)))
+        if out_dir:
+            click.echo(f"wrote {out_dir}/sweep.png, sweep.csv, sweep.json")
+        return
     result = run_sweep(checkpoint, cell=cell, width=width, bits_text=bits_text, out_dir=out_dir, data_spec=data_spec,
-                       test_limit=limit_test)
+                       test_limit=limit_test, accum_text=accum_text)
     if as_json:
         echo_json(result)
         return
@@ -556,15 +585,17 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 @click.option("--overwrite", is_flag=True, help="Replace the retraining results --out already holds.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
+@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, seeds, compare_ste, out_dir,
-                resume, overwrite, limit_test, as_json):
+                resume, overwrite, limit_test, accum_text, as_json):
     """Approximation-aware retraining through a circuit; prints the before/after accuracy table."""
     from dnn.workflow import markdown_table, run_retrain
 
     result = run_retrain(checkpoint, circuit, grad=grad, half_window=half_window, epochs=epochs,
                          compare_ste=compare_ste, out_dir=out_dir, lr=lr, batch_size=batch_size, seed=seed,
-                         seeds=seeds, resume=resume, overwrite=overwrite, test_limit=limit_test)
+                         seeds=seeds, resume=resume, overwrite=overwrite, test_limit=limit_test,
+                         accum_text=accum_text)
     if as_json:
         echo_json(result)
     else:

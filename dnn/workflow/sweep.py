@@ -41,10 +41,13 @@ def first_drop(bits, accuracy, reference, points=1.0):
 
 
 def run_sweep(ckpt_path, cell="maj", width=32, bits_text="0:32", out_dir=None, data_spec=None, test_limit=0,
-              show=True):
-    """The seed-000 study: accuracy against the number of approximate low bits of a `width`-bit cell adder."""
+              show=True, accum_text=None):
+    """The seed-000 study: accuracy against the number of approximate low bits of a `width`-bit cell adder (its sums
+    through the accumulator `accum_text` when given; `dnn.workflow.accum_sweep` sweeps the accumulator itself)."""
+    from dnn.arith.accumulate import parse_accum
     from dnn.arith.cell_adder import CellAdder
     bits = parse_bits_range(bits_text, width)
+    accum = parse_accum(accum_text) if accum_text else None
     if out_dir:
         check_output_dir(out_dir, "--out")  # before the points are measured, not after
     ckpt = load_checkpoint(ckpt_path)
@@ -57,14 +60,15 @@ def run_sweep(ckpt_path, cell="maj", width=32, bits_text="0:32", out_dir=None, d
         # a fresh model per point, as `axnet eval` does: calibration clamps weights and adds clamp biases, and a
         # point should not depend on which points were measured before it
         model = model_from_checkpoint(ckpt).to(device)
-        accuracy.append(accuracy_under(model, CellAdder(cell=cell, approx_bits=k, width=width), data, device))
+        accuracy.append(accuracy_under(model, CellAdder(cell=cell, approx_bits=k, width=width), data, device,
+                                       accum=accum))
         if show:  # a plain line per point, so a log shows progress where no bar is drawn
             tqdm.write(f"sweep k={k}: {accuracy[-1]:.2f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     baseline = accuracy[0] if bits[0] == 0 else None
     result = {
         "checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
         "data_used": data.used,
-        "cell": cell, "width": width, "float_accuracy": float_acc,
+        "cell": cell, "width": width, "float_accuracy": float_acc, "accum": accum_text,
         "points": [{"approx_bits": k, "accuracy": a} for k, a in zip(bits, accuracy)],
         "first_drop_over_1_point": first_drop(bits, accuracy, baseline) if baseline is not None else None,
         "reference": "accuracy at k=0 (exact quantized adder)" if baseline is not None else None,
