@@ -472,9 +472,10 @@ def _drop_dead_undriven(netlist, source):
     if not dead:
         return
     removed = netlist.remove_downstream(dead)  # all dead too: a live node has only live fanins
-    nets = "net" if len(dead) == 1 else "nets"
-    warnings.warn(f"{source}: {len(dead)} undriven {nets} (e.g. '{dead[0]}') feed only logic that reaches no "
-                  f"output; dropped that dead logic ({len(removed)} nodes)", BlifWarning, stacklevel=4)
+    nets, feed = ("net", "feeds") if len(dead) == 1 else ("nets", "feed")
+    nodes = "node" if len(removed) == 1 else "nodes"
+    warnings.warn(f"{source}: {len(dead)} undriven {nets} (e.g. '{dead[0]}') {feed} only logic that reaches no "
+                  f"output; dropped that dead logic ({len(removed)} {nodes})", BlifWarning, stacklevel=4)
 
 
 def _first_reader(netlist, name, lines):

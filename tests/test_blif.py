@@ -254,6 +254,13 @@ def test_undriven_net_inside_an_output_cone_is_still_refused_next_to_dead_logic(
             parse_blif(text, source="u.blif")
         netlist = parse_blif(text, source="u.blif", undriven="zero")
     assert "dead.Y" not in netlist.nodes and netlist.nodes["ghost"] == Node("ghost", (), (), 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parse_blif(text, source="u.blif", undriven="zero")
+    messages = [str(w.message) for w in caught]
+    assert messages[0] == ("u.blif: 1 undriven net (e.g. 'dead.A') feeds only logic that reaches no output; "
+                           "dropped that dead logic (1 node)")
+    assert messages[1:] == ["u.blif: net 'ghost' is used but never driven; tied to constant 0"]
 
 
 def test_dead_logic_without_undriven_nets_is_kept_and_silent():
