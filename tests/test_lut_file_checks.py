@@ -241,3 +241,16 @@ def test_guess_from_values_for_unsigned_and_approximate_tables():
     assert guess_reference(carry)[0] == "add"
     assert guess_from_widths([("a", 7), ("b", 7)], 14)[0] == "mul"
     assert guess_from_widths([("a", 8), ("b", 8)], 9)[0] == "add"
+
+
+def test_sampled_value_distances_agree_with_the_full_table():
+    from lutgen.reference import value_distances
+
+    lut = mul_lut(10)  # 2^20 entries: the guess samples 2^16 of them
+    lut.table[:, ::7] += 1000
+    v = lut.operand_values(0).astype(np.float64)
+    full_add = np.mean(np.abs(lut.table - np.add.outer(v, v)))
+    full_mul = np.mean(np.abs(lut.table - np.multiply.outer(v, v)))
+    d_add, d_mul = value_distances(lut)
+    assert abs(d_add - full_add) < 0.02 * full_add and abs(d_mul - full_mul) < 0.05 * full_mul
+    assert guess_reference(lut)[0] == "mul"
