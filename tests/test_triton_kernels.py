@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 import triton_checks
+import triton_compile_checks
 from circuits.errors import AxnetError
 from dnn.kernels import triton as triton_kernels
 
@@ -51,6 +53,29 @@ def run_checks(mode):
 def test_triton_kernel_matches_reference(mode, name):
     failure = run_checks(mode)[name]
     assert failure is None, failure
+
+
+_COMPILED = {}
+
+
+def compile_results():
+    """{group: {"error", "usage"}} from one run of `tests/triton_compile_checks.py` (sm_90, no GPU needed)."""
+    if not _COMPILED:
+        env = dict(os.environ, TRITON_INTERPRET="0", OMP_NUM_THREADS="1")
+        proc = subprocess.run([sys.executable, str(HERE / "triton_compile_checks.py")], env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        _COMPILED.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return _COMPILED
+
+
+@needs_triton
+@pytest.mark.parametrize("group", sorted(triton_compile_checks.CHECKS))
+def test_triton_kernels_compile_for_the_gpu_without_spills(group):
+    """Every kernel compiles to sm_90 machine code (what the interpreter cannot check), with no register spills."""
+    result = compile_results()[group]
+    assert result["error"] is None, result["error"]
+    assert not any(re.search(r"STACK:[1-9]", usage) for usage in result["usage"]), result["usage"]
 
 
 def test_selection_follows_device_and_mode(monkeypatch):

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 BLOCK_P, BLOCK_O, BLOCK_Q = 64, 32, 64  # output pixels x filters per program; input pixels per backward program
+BLOCK_O_GRAD = 16  # filters per step of the input-gradient loop: 140 registers on sm_90, where 32 took 255 and spilled
 NUM_WARPS = 4
 PIXELS_PER_SLICE = 4096  # output pixels per program of the table weight gradient: enough programs at any K and O
 
@@ -39,19 +40,24 @@ def _l1_forward_kernel(x_ptr, w_ptr, y_ptr, N, C, H, W, O, HO, WO, SH, SW, PH, P
     o = tl.program_id(1) * BO + tl.arange(0, BO)
     pm = p < N * HO * WO
     om = o < O
-    n, ho, wo = _pixel(p, HO, WO)
-    n = n.to(tl.int64)
+    n = p // (HO * WO)
+    r = p % (HO * WO)
+    h0 = (r // WO) * SH - PH
+    w0 = (r % WO) * SW - PW
+    x_base = x_ptr + n.to(tl.int64) * C * H * W + h0 * W + w0
+    w_base = w_ptr + o * (C * KH * KW)
     acc = tl.zeros([BP, BO], dtype=x_ptr.dtype.element_ty)
-    for c in range(C):
-        for i in tl.static_range(KH):
-            for j in tl.static_range(KW):
-                h = ho * SH - PH + i * DH
-                w = wo * SW - PW + j * DW
-                valid = pm & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-                xv = tl.load(x_ptr + ((n * C + c) * H + h) * W + w, mask=valid, other=0.0)
-                wv = tl.load(w_ptr + ((o * C + c) * KH + i) * KW + j, mask=om, other=0.0)
-                acc += tl.abs(xv[:, None] - wv[None, :])
-    out = (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None]
+    for k in range(C * KH * KW):  # one runtime loop over the taps: unrolled taps cost 255 registers and spills
+        j = k % KW
+        i = (k // KW) % KH
+        c = k // (KW * KH)
+        h = h0 + i * DH
+        w = w0 + j * DW
+        valid = pm & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+        xv = tl.load(x_base + (c * H + i * DH) * W + j * DW, mask=valid, other=0.0)
+        wv = tl.load(w_base + k, mask=om, other=0.0)
+        acc += tl.abs(xv[:, None] - wv[None, :])
+    out = (n.to(tl.int64)[:, None] * O + o[None, :]) * (HO * WO) + r[:, None]
     tl.store(y_ptr + out, -acc, mask=pm[:, None] & om[None, :])
 
 
@@ -73,27 +79,29 @@ def _input_grad_kernel(x_ptr, idx_ptr, w_ptr, wi_ptr, g_ptr, gx_ptr, N, C, H, W,
     else:
         xv = tl.load(x_ptr + q, mask=qm, other=0.0)
         acc = tl.zeros([BQ], dtype=x_ptr.dtype.element_ty)
-    for i in tl.static_range(KH):
-        for j in tl.static_range(KW):
-            th = h_in + PH - i * DH
-            tw = w_in + PW - j * DW
-            ho = th // SH
-            wo = tw // SW
-            valid = qm & (th >= 0) & (tw >= 0) & (th % SH == 0) & (tw % SW == 0) & (ho < HO) & (wo < WO)
-            k = (c * KH + i) * KW + j
-            for o0 in range(0, O, BO):
-                o = o0 + tl.arange(0, BO)
-                m2 = valid[:, None] & (o < O)[None, :]
-                g = tl.load(g_ptr + (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None], mask=m2,
-                            other=0.0)
-                taps = k[:, None] + o[None, :] * (C * KH * KW)  # (o, k) of the weight, row-major (O, K)
-                if TABLE:
-                    col = tl.load(wi_ptr + taps, mask=m2, other=0)
-                    slope = tl.load(w_ptr + row[:, None] + col, mask=m2, other=0.0)
-                else:
-                    wv = tl.load(w_ptr + taps, mask=m2, other=0.0)
-                    slope = tl.minimum(tl.maximum(wv - xv[:, None], -1.0), 1.0)
-                acc += tl.sum(g * slope, axis=1)
+    g_base = g_ptr + n * O * (HO * WO)
+    for t in range(KH * KW):  # a runtime loop: unrolled taps kept every tap's loads live (255 registers, spills)
+        i = t // KW
+        j = t % KW
+        th = h_in + PH - i * DH
+        tw = w_in + PW - j * DW
+        ho = th // SH
+        wo = tw // SW
+        valid = qm & (th >= 0) & (tw >= 0) & (th % SH == 0) & (tw % SW == 0) & (ho < HO) & (wo < WO)
+        k = c * (KH * KW) + t
+        pixel = g_base + ho * WO + wo
+        for o0 in range(0, O, BO):
+            o = o0 + tl.arange(0, BO)
+            m2 = valid[:, None] & (o < O)[None, :]
+            g = tl.load(pixel[:, None] + o[None, :] * (HO * WO), mask=m2, other=0.0)
+            taps = k[:, None] + o[None, :] * (C * KH * KW)  # (o, k) of the weight, row-major (O, K)
+            if TABLE:
+                col = tl.load(wi_ptr + taps, mask=m2, other=0)
+                slope = tl.load(w_ptr + row[:, None] + col, mask=m2, other=0.0)
+            else:
+                wv = tl.load(w_ptr + taps, mask=m2, other=0.0)
+                slope = tl.minimum(tl.maximum(wv - xv[:, None], -1.0), 1.0)
+            acc += tl.sum(g * slope, axis=1)
     tl.store(gx_ptr + q, acc, mask=qm)
 
 
@@ -186,7 +194,7 @@ def _input_grad(x, index, matrix, wi, grad_out, geom, table):
         grid = (triton.cdiv(gx.numel(), BLOCK_Q),)
         _input_grad_kernel[grid](x, index, matrix, wi, grad_out.to(dtype).contiguous(), gx, n, c, h, w, o,
                                  matrix.shape[-1], ho, wo, *_geometry(geom), KH=geom.kernel[0], KW=geom.kernel[1],
-                                 TABLE=table, BQ=BLOCK_Q, BO=BLOCK_O, num_warps=NUM_WARPS)
+                                 TABLE=table, BQ=BLOCK_Q, BO=BLOCK_O_GRAD, num_warps=NUM_WARPS)
     return gx
 
 
