@@ -42,7 +42,7 @@ def write_adapt_header(lut, path):
     a, b = lut.names
     rows = ",\n".join("    {" + ", ".join(map(str, row)) + "}" for row in lut.table.tolist())
     reference = lut_reference(lut)
-    text = (f"// AdaPT approximate multiplier LUT written by axnet {AXNET_VERSION}\n"
+    text = (f"// AdaPT lookup table written by axnet {AXNET_VERSION}\n"
             f"// circuit {lut.circuit or '(unnamed)'}" + (f", sha256 {lut.sha256}" if lut.sha256 else "") + "\n"
             + (f"// reference: {reference}\n" if reference else "")
             + f"// lut[{a}][{b}]: index = 8-bit two's-complement pattern (0..127 are 0..127, 128..255 are -128..-1)\n"
