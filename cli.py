@@ -295,9 +295,12 @@ def guess_reference(operands, n_outputs):
 @click.option("--samples", type=click.IntRange(1, None), default=None,
               help="Measure on N random combinations instead of all (circuits).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed for --samples.")
+@click.option("--overflow", type=click.Choice(["include", "exclude"]), default="include", show_default=True,
+              help="exclude: signed wrap-around adders (EvoApproxLib add8s_*) measured over only the pairs whose "
+                   "exact result fits the output width, normalised by 2^(n-1).")
 @with_circuit_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def metrics_cmd(source, reference, operands, signed, samples, seed, top, undriven, as_json):
+def metrics_cmd(source, reference, operands, signed, samples, seed, overflow, top, undriven, as_json):
     """Error metrics of a circuit or LUT.
 
     Compared with the exact operation (--reference).
@@ -312,7 +315,7 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, top, undrive
         netlist = load_circuit(source, top, undriven)
         name = netlist.name
         reference, why, mode, result = circuit_metrics(netlist, parse_operands_option(operands), reference, signed,
-                                                       samples, seed)
+                                                       samples, seed, overflow)
     else:
         if samples is not None or operands is not None or signed:
             raise AxnetError("--samples, --operands and --signed apply to circuits; a LUT file carries its own")
@@ -321,17 +324,18 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, top, undrive
         lut = load_lut(source)
         name = lut.circuit or Path(source).stem
         reference, why = (reference, "given") if reference else guess_reference(lut.operands, len(lut.outputs))
-        result, mode = error_metrics(lut, reference), "exhaustive (LUT)"
+        result, mode = error_metrics(lut, reference, overflow=overflow), "exhaustive (LUT)"
     if as_json:
         echo_json({"circuit": name, "source": source, "reference": reference, "reference_reason": why,
                    "mode": mode, "metrics": {k: to_plain(v) for k, v in result.items()}})
         return
-    rows = [("circuit", name), ("reference", f"{reference} ({why})"), ("mode", mode)]
+    rows = [("circuit", name), ("reference", f"{reference} ({why})"), ("mode", mode),
+            ("overflow", result.get("overflow", "include"))]
     rows += [(label, format_number(result[key]) + unit) for key, label, unit in METRIC_ROWS if key in result]
     echo_table(rows)
 
 
-def circuit_metrics(netlist, widths, reference, signed, samples, seed):
+def circuit_metrics(netlist, widths, reference, signed, samples, seed, overflow="include"):
     """(reference, why, mode, metrics) of a circuit: from its LUT when one fits and no sampling was asked for,
     else streamed (exhaustively or over `samples` random combinations) without building a table."""
     from lutgen.lut import MAX_LUT_BITS
@@ -345,11 +349,11 @@ def circuit_metrics(netlist, widths, reference, signed, samples, seed):
         reference, why = guess_reference([(op.name, op.width) for op in ops], len(netlist.outputs))
     if samples is None and len(netlist.inputs) <= MAX_LUT_BITS:
         lut = simulate_netlist(netlist, widths, signed)
-        return reference, why, "exhaustive", error_metrics(lut, reference)
+        return reference, why, "exhaustive", error_metrics(lut, reference, overflow=overflow)
     total = samples or (1 << len(netlist.inputs))
     with progress_bar(f"measuring {netlist.name}", total=total, unit="pattern") as bar:
         result = stream_metrics(netlist, ops, reference, signed=signed, progress=bar.update, samples=samples,
-                                seed=seed)
+                                seed=seed, overflow=overflow)
     mode = f"{samples} random samples (seed {seed})" if samples else "exhaustive, streamed"
     return reference, why, mode, result
 

@@ -292,3 +292,23 @@ def test_overflow_option_is_checked():
     with pytest.raises(AxnetError, match="signed adders"):
         error_metrics(build_lut(array_multiplier(2, 2), signed=True), "mul", overflow="exclude")
     assert stream_metrics(nl, None, "add", signed=True)["overflow"] == "include"
+
+
+def test_cli_metrics_overflow_option(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from circuits.blif import write_blif
+    from cli import main
+    path = tmp_path / "wrap6.blif"
+    write_blif(wraparound_adder(6, 3), path)
+    runner = CliRunner()
+    r = runner.invoke(main, ["metrics", str(path), "--signed", "--overflow", "exclude", "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)["metrics"]
+    assert m["overflow"] == "exclude" and m["count"] == 3 * 2 ** 10 and m["normaliser"] == 2 ** 5
+    r = runner.invoke(main, ["metrics", str(path), "--signed"])
+    assert r.exit_code == 0 and "include" in r.output and "4096" in r.output
+    r = runner.invoke(main, ["metrics", str(path), "--overflow", "exclude"])
+    assert r.exit_code == 2 and "signed adders" in r.output and "Traceback" not in r.output
