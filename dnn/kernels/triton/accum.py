@@ -42,8 +42,9 @@ def kernel_source(program, a_inputs, b_inputs, out_slots):
               "        t = tl.load(pat_ptr + w[None, :] * VX + c[:, None], mask=mm[:, None] & om[None, :], other=0)"]
     lines += [f"        s{slot} = -((t >> {j}) & 1).to(tl.int32)" for j, slot in enumerate(b_inputs)]
     lines += [f"        s{slot} = a{j}" for j, slot in enumerate(a_inputs)]
-    lines += gate_lines(program, indent="        ")
-    lines += [f"        a{j} = s{slot}" for j, slot in enumerate(out_slots)]
+    gates, name = gate_lines(program, indent="        ")
+    lines += gates
+    lines += [f"        a{j} = {name(slot)}" for j, slot in enumerate(out_slots)]
     lines.append("    word = tl.zeros([BM, BO], dtype=tl.int64)")
     lines += [f"    word = word | ((a{j}.to(tl.int64) & 1) << {j})" for j in range(bits)]
     lines += ["    tl.store(out_ptr + m64[:, None] * O + o[None, :], word, mask=mm[:, None] & om[None, :])", ""]

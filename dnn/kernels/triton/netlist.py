@@ -35,19 +35,29 @@ def cache_dir():
 
 
 def gate_lines(program, indent="    ", zero="zero"):
-    """The program's steps as Triton statements over variables s<slot> (words, or 0/-1 per lane), one per gate."""
+    """(lines, name): the program's steps as Triton statements, one per gate, over input variables s<slot> (words,
+    or 0/-1 per lane), and name(slot), the variable holding a slot after the last step. Every step writes a fresh
+    variable, so the text depends on the gates only, not on how the compiler happened to reuse slots: the same
+    circuit gives the same kernel source, cache file and compiled binary in every process."""
+    current = {}
+
+    def name(slot):
+        return current.get(slot, f"s{slot}")
+
     lines = []
-    for op, dst, *src in program.steps:
+    for index, (op, dst, *src) in enumerate(program.steps):
+        args = [name(slot) for slot in src]
         if op in _OPS:
-            expr = f"s{src[0]} {_OPS[op]} s{src[1]}"
+            expr = f"{args[0]} {_OPS[op]} {args[1]}"
         elif op == "not":
-            expr = f"~s{src[0]}"
+            expr = f"~{args[0]}"
         elif op == "copy":
-            expr = f"s{src[0]}"
+            expr = args[0]
         else:
             expr = zero if op == "zero" else f"~{zero}"
-        lines.append(f"{indent}s{dst} = {expr}")
-    return lines
+        lines.append(f"{indent}g{index} = {expr}")
+        current[dst] = f"g{index}"
+    return lines, name
 
 
 def operand_slots(widths):
@@ -74,10 +84,11 @@ def kernel_source(program, slots, out_slots):
         lines.append(f"    v{k} = tl.load(v{k}_ptr + lane, mask=live, other=0).to(tl.int64)")
         lines += [f"    s{slot} = tl.sum(((v{k} >> {b}) & 1) << bit, axis=1)" for b, slot in enumerate(bits)]
     lines.append("    zero = tl.zeros([WORDS], dtype=tl.int64)")
-    lines += gate_lines(program)
+    gates, name = gate_lines(program)
+    lines += gates
     lines.append("    word = tl.zeros([WORDS, 64], dtype=tl.int64)")
-    for j, s in enumerate(out_slots):
-        lines.append(f"    word = word | (((s{s}[:, None] >> bit) & 1) << {j})")
+    for j, slot in enumerate(out_slots):
+        lines.append(f"    word = word | ((({name(slot)}[:, None] >> bit) & 1) << {j})")
     lines += ["    tl.store(out_ptr + lane, word, mask=live)", ""]
     return "\n".join(lines)
 
@@ -157,9 +168,11 @@ def adder_kernel_source(program, bits):
     pad = " " * 16
     lines += [f"{pad}s{slot} = -((wb >> {b}) & 1).to(tl.int32)" for b, slot in enumerate(range(bits))]
     lines += [f"{pad}s{slot} = -((nx >> {b}) & 1).to(tl.int32)" for b, slot in enumerate(range(bits, 2 * bits))]
-    lines += gate_lines(program, indent=pad)
+    gates, name = gate_lines(program, indent=pad)
+    lines += gates
     lines.append(f"{pad}low = zero.to(tl.int64)")
-    lines += [f"{pad}low = low | ((s{slot}.to(tl.int64) & 1) << {j})" for j, slot in enumerate(program.output_slots)]
+    lines += [f"{pad}low = low | (({name(slot)}.to(tl.int64) & 1) << {j})"
+              for j, slot in enumerate(program.output_slots)]
     lines += [f"{pad}d = low - (((low >> {bits - 1}) & 1) << {bits})",
               f"{pad}acc += tl.where(d < 0, -d, d)",
               "    out = (n[:, None] * O + o[None, :]) * (HO * WO) + (ho * WO + wo)[:, None]",
@@ -211,9 +224,11 @@ def mult_kernel_source(program, widths, signed):
     pad = " " * 8
     lines += [f"{pad}s{b} = -((xv >> {b}) & 1).to(tl.int32)" for b in range(wa)]
     lines += [f"{pad}s{wa + b} = -((wv >> {b}) & 1).to(tl.int32)" for b in range(wb)]
-    lines += gate_lines(program, indent=pad)
+    gates, name = gate_lines(program, indent=pad)
+    lines += gates
     lines.append(f"{pad}word = zero.to(tl.int64)")
-    lines += [f"{pad}word = word | ((s{slot}.to(tl.int64) & 1) << {j})" for j, slot in enumerate(program.output_slots)]
+    lines += [f"{pad}word = word | (({name(slot)}.to(tl.int64) & 1) << {j})"
+              for j, slot in enumerate(program.output_slots)]
     if signed and out_bits < 64:
         lines.append(f"{pad}word = word - (((word >> {out_bits - 1}) & 1) << {out_bits})")
     lines += [f"{pad}acc += word",
