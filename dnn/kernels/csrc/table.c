@@ -268,10 +268,10 @@ static void sort_by_value(const int32_t *ip, int C, int c, int n0, int n1, int H
 static inline __attribute__((always_inline)) void run_tap(const pixel_t *run, int count, const int *rows,
                                                           const int *cols, int kh, int kw, int i, int j, int Ho,
                                                           int Wo, long gs, const float *gt, const float *Av, float *Hv,
-                                                          f32v *part, const int NV) {
+                                                          f32v *part, const int NV, const int DO_A, const int DO_H) {
     f32v a[4], h[4];
     for (int q = 0; q < NV; q++) {
-        if (Av) a[q] = load_f32(Av + 16 * q);
+        if (DO_A) a[q] = load_f32(Av + 16 * q);
         h[q] = (f32v){0};
     }
     for (int e = 0; e < count; e++) {
@@ -281,12 +281,12 @@ static inline __attribute__((always_inline)) void run_tap(const pixel_t *run, in
         f32v t = {0};
         for (int q = 0; q < NV; q++) {
             const f32v gq = load_f32(g + 16 * q);
-            if (Av) t += gq * a[q];
-            if (Hv) h[q] += gq;
+            if (DO_A) t += gq * a[q];
+            if (DO_H) h[q] += gq;
         }
-        if (Av) part[e] += t;
+        if (DO_A) part[e] += t;
     }
-    if (Hv)
+    if (DO_H)
         for (int q = 0; q < NV; q++) store_f32(Hv + 16 * q, load_f32(Hv + 16 * q) + h[q]);
 }
 
@@ -354,11 +354,11 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                                 const long off = v * vrow + (long)(i * kw + j) * Ogp + o0;
                                 const float *Av = A ? A + off : NULL;
                                 float *Hv = Hs ? Hs + off : NULL;
-                                switch (nv) {
-                                case 1: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 1); break;
-                                case 2: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 2); break;
-                                case 3: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 3); break;
-                                default: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, 4); break;
+                                switch (nv * 4 + (Av ? 1 : 0) + (Hv ? 2 : 0)) {
+#define RUN_TAP(NV, M) \
+    case NV * 4 + M: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, NV, M & 1, M >> 1); break;
+#define RUN_TAPS(NV) RUN_TAP(NV, 1) RUN_TAP(NV, 2) RUN_TAP(NV, 3)
+                                    RUN_TAPS(1) RUN_TAPS(2) RUN_TAPS(3) RUN_TAPS(4)
                                 }
                             }
                     }
