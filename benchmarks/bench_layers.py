@@ -254,7 +254,34 @@ def main():
         if args.quick:
             break
     report["netlist_issue10"] = netlist_benchmarks(repeats, device, (0, 8, 20, 32) if args.quick else range(33))
+    report["accum_issue11"] = accum_benchmarks(repeats, device, lut)
     print(json.dumps(report, indent=2))
+
+
+def accum_benchmarks(repeats, device, lut):
+    """Approximate accumulation (issue 11): Adder2d forward, batch 8, 16 -> 32 channels, 28x28, 3x3, with a 16-bit
+    approximate accumulator (LOA, k = 4) against the same layer and back-end with exact sums; target ratio <= 2."""
+    from dnn import Accumulator
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 28, 28, device=device)
+    layer = Adder2d(16, 32, 3, padding=1).to(device)
+    result = {"shape": dict(batch=8, cin=16, cout=32, size=28, kernel=3), "target_ratio": 2.0}
+
+    def forward(arith, accum):
+        def run():
+            layer.arith, layer.accum = arith, accum
+            with torch.no_grad():
+                layer(x)
+        return run
+
+    backends = {"exact8": parse_arith("exact:8"), "lut8": LutAdder(lut), "cell8_maj_k3": parse_arith("cell:maj:k=3:width=8")}
+    for order in ("sequential", "tree"):
+        accum = Accumulator("loa:16:k=4", order=order)
+        for name, arith in backends.items():
+            row = paired(forward(arith, None), forward(arith, accum), repeats, device)
+            row["within_target"] = row["ratio"] <= 2.0
+            result[f"{name}_loa16_k4_{order}_vs_exact_sums"] = row
+    return result
 
 
 def netlist_benchmarks(repeats, device, ks):
