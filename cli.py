@@ -421,6 +421,8 @@ def gradlut_cmd(lut_path, half_window, boundary, method, reference, out, fmt):
 
 
 DATA_HELP = "Data set: mnist5k (5,000 embedded real digits, offline), mnist:DIR (IDX files) or cifar10:DIR."
+ACCUM_HELP = ("Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, "
+              "eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
 
 
 @main.command("train")
@@ -494,7 +496,7 @@ def train_cmd(ctx, model_name, data_spec, epochs, out_dir, optimizer, batch_size
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
-@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
+@click.option("--accum", "accum_text", default=None, metavar="SPEC", help=ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, accum_text, as_json):
     """Test accuracy of a checkpoint under float, quantized exact, LUT or cell-adder arithmetic."""
@@ -530,7 +532,7 @@ def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, accum_text, as_json
               help="--target accum: the accumulation order.")
 @click.option("--arith", "arith_text", default="exact:8", show_default=True,
               help="--target accum: the subtraction's arithmetic (as in eval).")
-@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="--target adder: " + "Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
+@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="--target adder: " + ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, target, scheme, order, arith_text,
               accum_text, as_json):
@@ -589,7 +591,7 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 @click.option("--overwrite", is_flag=True, help="Replace the retraining results --out already holds.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
-@click.option("--accum", "accum_text", default=None, metavar="SPEC", help="Sum every output's terms through an approximate accumulator: SCHEME:WIDTH[:k=K][:cell=NAME] (rca, loa, eta1, trunc) or FILE.blif|.pla, then optionally :order=tree (default sequential).")
+@click.option("--accum", "accum_text", default=None, metavar="SPEC", help=ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, seeds, compare_ste, out_dir,
                 resume, overwrite, limit_test, accum_text, as_json):
