@@ -91,6 +91,8 @@ def test_selection_follows_device_and_mode(monkeypatch):
 
 @needs_triton
 def test_forcing_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setattr(triton_kernels, "_PROBED", {})
+    monkeypatch.setattr(triton_kernels, "run_probe", lambda device: None)  # triton is not imported in this process
     monkeypatch.setenv("AXNET_TRITON", "force")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert triton_kernels.use(torch.zeros(1))
@@ -105,3 +107,24 @@ def test_gpu_benchmark_refuses_without_cuda_in_one_line():
                           text=True, timeout=300)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip().startswith("bench_gpu: no CUDA device") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_failing_probe_falls_back_to_torch_with_one_warning(monkeypatch):
+    """An installation whose kernels cannot run (no C compiler for the launcher, an unsupported GPU) must cost one
+    warning and the torch path, not an error in every layer."""
+    monkeypatch.setattr(triton_kernels, "installed", lambda: True)
+    monkeypatch.setattr(triton_kernels, "_PROBED", {})
+    monkeypatch.setenv("AXNET_TRITON", "force")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    calls = []
+
+    def broken(device):
+        calls.append(device)
+        raise RuntimeError("failed to compile the launcher: no C compiler")
+    monkeypatch.setattr(triton_kernels, "run_probe", broken)
+    with pytest.warns(RuntimeWarning, match="Triton kernels are off on cpu .*no C compiler"):
+        assert not triton_kernels.use(torch.zeros(1))
+    assert not triton_kernels.use(torch.zeros(2)) and len(calls) == 1  # probed once, remembered
+    monkeypatch.setattr(triton_kernels, "_PROBED", {})
+    monkeypatch.setattr(triton_kernels, "run_probe", lambda device: None)
+    assert triton_kernels.use(torch.zeros(1))

@@ -5,8 +5,9 @@
 - `mult`: the LUT multiplier accumulation and its gradient-LUT backward (beside `dnn.kernels.mult_ops`).
 - `netlist`: per-lane bit-sliced evaluation of a `simulator.program.Program` (beside `simulator.engine`).
 
-Selection (`use`): the kernels run for CUDA tensors when `triton` imports; the torch paths stay the reference and
-the fallback. `AXNET_TRITON=0` switches them off; `AXNET_TRITON=force` also runs them on CPU tensors, which needs
+Selection (`use`): the kernels run for CUDA tensors when `triton` imports and one tiny kernel, run once per device,
+gives the right answer; otherwise (no C compiler for Triton's launcher, a GPU Triton does not support) the torch
+paths run, after one warning. The torch paths stay the reference and the fallback. `AXNET_TRITON=0` switches them off; `AXNET_TRITON=force` also runs them on CPU tensors, which needs
 Triton's interpreter (`TRITON_INTERPRET=1`, set before triton is imported): that is how the test suite checks every
 kernel on a machine without a GPU.
 """
@@ -15,12 +16,16 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import threading
+import warnings
 
 from circuits.errors import AxnetError
 
-__all__ = ["installed", "interpreting", "mode", "use"]
+__all__ = ["installed", "interpreting", "mode", "use", "works"]
 
 MODES = ("auto", "0", "force")
+_PROBED = {}  # device -> None when the kernels work there, else why not
+_PROBE_LOCK = threading.Lock()
 
 
 @functools.cache
@@ -45,14 +50,42 @@ def mode():
 def use(*tensors):
     """True when the Triton kernels should serve these tensors: all on CUDA (or all on CPU when forced)."""
     chosen = mode()
-    if chosen == "0" or not installed():
+    if chosen == "0" or not installed() or not tensors:
         return False
     devices = {t.device.type for t in tensors}
     if devices == {"cuda"}:
-        return True
+        return works(tensors[0].device)
     if chosen == "force" and devices == {"cpu"}:
         if not interpreting():
             raise AxnetError("AXNET_TRITON=force on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 "
                              "before triton is imported")
-        return True
+        return works(tensors[0].device)
     return False
+
+
+def run_probe(device):
+    """One exact AdderNet forward on a 1x1 image: raises unless Triton compiles, launches and computes -|1 - 0|."""
+    import torch
+
+    from dnn.kernels.adder_ops import Geometry
+    from dnn.kernels.triton import adder
+    y = adder.l1_forward(torch.ones(1, 1, 1, 1, device=device), torch.zeros(1, 1, 1, 1, device=device),
+                         Geometry((1, 1)))
+    if y.item() != -1.0:
+        raise RuntimeError(f"the probe kernel computed {y.item()} instead of -1")
+
+
+def works(device):
+    """True when the Triton kernels run correctly on `device` (probed once; a failure warns once and is kept)."""
+    key = str(device)
+    if key not in _PROBED:
+        with _PROBE_LOCK:
+            if key not in _PROBED:
+                try:
+                    run_probe(device)
+                    _PROBED[key] = None
+                except Exception as exc:  # noqa: BLE001 - any failure means: use the torch path here
+                    _PROBED[key] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    warnings.warn(f"Triton kernels are off on {key} ({_PROBED[key]}); the torch path runs instead",
+                                  RuntimeWarning, stacklevel=3)
+    return _PROBED[key] is None
