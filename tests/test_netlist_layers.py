@@ -260,3 +260,14 @@ def test_compiled_diff_backward_equals_the_torch_reference(net, half_window):
     # float32 sums in another order, divisors taken out of the sums: equal to float32 rounding of the largest terms
     for fast, slow in zip(compiled, (gx, gw)):
         assert (fast - slow).abs().max() <= 1e-5 * slow.abs().max()
+
+
+def test_retrain_through_a_wide_netlist(tiny_checkpoint, tmp_path):
+    path = tmp_path / "loa16.blif"
+    write_blif(loa_adder(16, 6), path)
+    r = CliRunner().invoke(main, ["retrain", str(tiny_checkpoint), "--circuit", str(path), "--grad", "lut",
+                                  "--half-window", "1", "--epochs", "1", "--out", str(tmp_path / "rt"), "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert ["16-bit adder netlist" in row["arith"] for row in rows[2:]] == [True] * (len(rows) - 2)
+    assert "grad=diff" in rows[-1]["arith"] and "grad=ste" in rows[2]["arith"]

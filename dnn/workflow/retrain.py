@@ -31,6 +31,20 @@ def load_circuit_lut(path):
     return load_lut(path)
 
 
+def wide_netlist_adder(path):
+    """A NetlistAdder (grad ste) for a .blif/.pla adder whose operands are too wide for a LUT adder, else None."""
+    if not str(path).lower().endswith((".blif", ".pla")) or not os.path.isfile(path):
+        return None
+    from dnn.arith.base import MAX_LUT_BITS
+    from dnn.arith.netlist_adder import NetlistAdder
+    from dnn.arith.netlist_circuit import TwoOperandCircuit
+    try:
+        widths = TwoOperandCircuit(path).widths
+    except AxnetError:  # not a two-operand circuit: the LUT path reports it as it always has
+        return None
+    return NetlistAdder(path) if max(widths) > MAX_LUT_BITS else None
+
+
 def lut_width(lut):
     """The operand width n of an adder LUT (both operands must have it)."""
     widths = {w for _, w in lut.operands}
@@ -84,21 +98,25 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
     deviation and every seed's accuracy: a difference of a few digits between two methods is run-to-run noise.
     Evaluation uses the whole test set unless `test_limit`; an `out_dir` holding earlier results is refused unless
     `resume` or `overwrite`."""
-    from dnn.arith import ExactInt, LutAdder
+    from dnn.arith import ExactInt, LutAdder, NetlistAdder
     if grad not in ("lut", "ste"):
         raise AxnetError(f"--grad '{grad}': expected lut or ste")
     if seeds < 1:
         raise AxnetError(f"--seeds {seeds}: expected at least 1 retraining run per method")
     check_retrain_dir(out_dir, resume, overwrite)
     ckpt = load_checkpoint(ckpt_path)
-    lut = load_circuit_lut(circuit)
-    n = lut_width(lut)
-    if grad == "lut" and half_window is None and lut.grads is None:
-        raise AxnetError("--grad lut needs --half-window W (or a gradient LUT file from `axnet gradlut`)")
-    note = half_window_note(lut, grad, half_window)
+    wide = wide_netlist_adder(circuit)
+    if wide is None:
+        lut = load_circuit_lut(circuit)
+        n = lut_width(lut)
+        if grad == "lut" and half_window is None and lut.grads is None:
+            raise AxnetError("--grad lut needs --half-window W (or a gradient LUT file from `axnet gradlut`)")
+        note = half_window_note(lut, grad, half_window)
+        before = LutAdder(lut, grad="ste")
+    else:  # too wide for a table: the netlist itself, its gradient LUT's slopes taken on the fly (grad=diff)
+        n, note, before = wide.bits, None, wide
     if note and show:
         tqdm.write(f"axnet: note: {note}", file=sys.stderr)
-    before = LutAdder(lut, grad="ste")
     check_circuit(ckpt, before.sha256, ckpt_path, "retrain")
     data = data_for_checkpoint(ckpt, data_spec, test_limit, train_limit)
     device = default_device()
@@ -124,7 +142,10 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
     stages = [grad] + (["ste"] if compare_ste and grad != "ste" else [])
     run_seeds = list(range(seed, seed + seeds))
     for g in stages:
-        arith = LutAdder(lut, grad=g, half_window=half_window if g == "lut" else None)
+        if wide is None:
+            arith = LutAdder(lut, grad=g, half_window=half_window if g == "lut" else None)
+        else:
+            arith = NetlistAdder(circuit, grad="diff" if g == "lut" else "ste", half_window=half_window)
         accs, seconds, checkpoints = [], [], []
         for s in run_seeds:
             cfg = TrainConfig(model=ckpt["model"], data=data_spec or base_cfg.data, epochs=epochs,
