@@ -89,6 +89,9 @@ def plot_pareto(records, per_layer, path, info):
     if search:
         ax.scatter([p["cost"] for p in search], [p["accuracy"] for p in search], s=30, marker="^",
                    color="tab:blue", label="per-layer assignment", zorder=3)
+        for p in search:
+            ax.annotate(p["circuits"], (p["cost"], p["accuracy"]), fontsize=5, color="tab:blue",
+                        xytext=(3, -7), textcoords="offset points")
     for r in pts:
         ax.annotate(r["circuit"], (r["area_nand2"], r["accuracy"]), fontsize=5 if r["front_rank"] != 1 else 7,
                     xytext=(3, 2), textcoords="offset points", color="black" if r["front_rank"] == 1 else "0.4")
