@@ -274,7 +274,8 @@ def accum_benchmarks(repeats, device, lut):
                 layer(x)
         return run
 
-    backends = {"exact8": parse_arith("exact:8"), "lut8": LutAdder(lut), "cell8_maj_k3": parse_arith("cell:maj:k=3:width=8")}
+    backends = {"exact8": parse_arith("exact:8"), "lut8": LutAdder(lut),
+                "cell8_maj_k3": parse_arith("cell:maj:k=3:width=8")}
     for order in ("sequential", "tree"):
         accum = Accumulator("loa:16:k=4", order=order)
         for name, arith in backends.items():

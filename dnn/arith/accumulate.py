@@ -160,7 +160,8 @@ class Accumulator:
     def check_terms(self, pair, signed, what):
         """One-line error when a single term does not fit the accumulator as it is read."""
         lo, hi = int(pair.min()), int(pair.max())
-        limit_lo, limit_hi = (-(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1) if signed else (0, (1 << self.bits) - 1)
+        half = 1 << (self.bits - 1)
+        limit_lo, limit_hi = (-half, half - 1) if signed else (0, 2 * half - 1)
         if lo < limit_lo or hi > limit_hi:
             need = max(hi.bit_length(), (-lo - 1).bit_length()) + (1 if signed else 0)
             raise AxnetError(f"accumulator {self.spec}: {self.bits} bits are narrower than a single term needs: "

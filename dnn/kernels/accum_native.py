@@ -59,7 +59,8 @@ def c_source(program, a_inputs, b_inputs, out_slots, bits, term_bits):
 
 
 def load(source):
-    """The ctypes functions {"indexed", "image"} for this source, or None (no compiler, AXNET_NATIVE=0, failed build)."""
+    """The ctypes functions {"indexed", "image"} for this source, or None (no compiler, AXNET_NATIVE=0, a failed
+    build)."""
     with _LOCK:
         if source in _MEMO:
             return _MEMO[source]

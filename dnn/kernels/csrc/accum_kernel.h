@@ -186,9 +186,9 @@ static inline void acc_index_bytes(int32_t *idx, const acc_input *in) {
     for (int g = 0; g < ACC_GROUP; g++) idx8[g] = (uint8_t)idx[g];
 }
 
-static void acc_sequential_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx, int64_t o,
-                                const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0,
-                                int64_t ocount, int32_t *idx, accv *acc, double *out, int sign) {
+static void acc_sequential_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx,
+                                int64_t o, const uint32_t *pair, int64_t vx, int64_t m0, int64_t count,
+                                int64_t o0, int64_t ocount, int32_t *idx, accv *acc, double *out, int sign) {
     accv rows[64];
     memset(acc, 0, sizeof(accv) * ACC_BITS * ACC_OB);
     for (int64_t kk = 0; kk < k; kk++) {
@@ -199,12 +199,13 @@ static void acc_sequential_item(const acc_input *in, const acc_corners *cr, int6
             acc_step(acc + oo * ACC_BITS, rows);
         }
     }
-    for (int64_t oo = 0; oo < ocount; oo++) acc_store(acc + oo * ACC_BITS, out, m0, count, o, o0 + oo, sign, in->image ? in->ho * in->wo : 0);
+    const int64_t l = in->image ? in->ho * in->wo : 0;
+    for (int64_t oo = 0; oo < ocount; oo++) acc_store(acc + oo * ACC_BITS, out, m0, count, o, o0 + oo, sign, l);
 }
 
-static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx, int64_t o,
-                          const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0, int64_t ocount,
-                          int32_t *idx, accv *store, double *out, int sign) {
+static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx,
+                          int64_t o, const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0,
+                          int64_t ocount, int32_t *idx, accv *store, double *out, int sign) {
     accv rows[64], y[ACC_BITS];
     for (int64_t oo = 0; oo < ocount; oo++) {
         for (int64_t kk = 0; kk < k; kk++) {
@@ -251,7 +252,8 @@ static void acc_run(const acc_input *in, int64_t m, int64_t k, const int32_t *wi
     }
 }
 
-/* out (m x o, float64 holding integers) = the accumulated terms; cols_t (k x m) activation indices, widx (o x k) weight indices,
+/* out (m x o, float64 holding integers) = the accumulated terms; cols_t (k x m) activation indices, widx (o x k)
+ * weight indices,
  * pair (rows of vx uint32 term patterns, already reduced to ACC_BITS bits), bytes (NULL, or the same table as
  * (rows, ACC_TB / 8, 256) bytes when vx <= 256 and ACC_TB <= 16). tree: 0 sequential, 1 pairwise. */
 void acc_indexed(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *widx, int64_t o, const uint32_t *pair,
