@@ -201,7 +201,7 @@ def native_conv(qx, qw, mult):
     return table is not None and qw[0].numel() * table[2] < 1 << 31
 
 
-def lut_conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w, native=None):
+def lut_conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w, native=None, state=None):
     """y[n, o, p] = s_x s_w[o] (sum_k AM(q_x, q_w[o]) - z_w sum q_x - z_x sum q_w + K z_x z_w), (N, O, Ho, Wo).
 
     qx (N, C, H, W) and qw (O, C/groups, kh, kw) hold quantized values (floats); padding taps are x = z_x. The
@@ -210,7 +210,7 @@ def lut_conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w, native=None
     if native is None:
         native = native_conv(qx, qw, mult)
     if native:
-        return native_mult.conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w)
+        return native_mult.conv_forward(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w, state)
     return lut_conv_forward_torch(qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w)
 
 
@@ -254,15 +254,17 @@ def lut_conv_backward_torch(qx, qw, gs, mult, geom, groups, z_x, z_w, needs):
     return gx, (gw.reshape(qw.shape).to(qw.dtype) if gw is not None else None)
 
 
-def lut_conv_backward(qx, qw, grad, mult, geom, groups, s_x, z_x, s_w, z_w, needs, native=None):
+def lut_conv_backward(qx, qw, grad, mult, geom, groups, s_x, z_x, s_w, z_w, needs, native=None, state=None):
     """(d/dq_x, d/dq_w) of `lut_conv_forward` for the output gradient `grad`: straight-through ("ste": a float
-    convolution backward) or through the gradient LUTs ("lut": compiled table kernel or the torch version)."""
-    scale = (per_output(s_w, qw.shape[0]) * s_x.detach().to(torch.float64)).view(1, -1, 1, 1)
-    gs = (grad.to(torch.float64) * scale).to(torch.float32)  # d loss / d (integer sum)
+    convolution backward) or through the gradient LUTs ("lut": compiled table kernel or the torch version).
+    `state` is the dict the forward was given (the compiled forward leaves its padded activation indices there)."""
+    scale = per_output(s_w, qw.shape[0]) * s_x.detach().to(torch.float64)  # d (layer output) / d (integer sum)
+    if mult.grad == "lut":
+        if native is None:
+            native = native_conv(qx, qw, mult)
+        if native:  # the kernel's gradient rows are scaled as they are laid out
+            return native_mult.conv_backward(qx, qw, grad, scale, mult, geom, groups, z_x, z_w, needs, state)
+    gs = (grad.to(torch.float64) * scale.view(1, -1, 1, 1)).to(torch.float32)  # d loss / d (integer sum)
     if mult.grad == "ste":
         return ste_conv_backward(qx, qw, gs, geom, groups, z_x, z_w, needs)
-    if native is None:
-        native = native_conv(qx, qw, mult)
-    if native:
-        return native_mult.conv_backward(qx, qw, gs, mult, geom, groups, z_x, z_w, needs)
     return lut_conv_backward_torch(qx, qw, gs, mult, geom, groups, z_x, z_w, needs)

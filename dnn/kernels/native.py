@@ -232,12 +232,22 @@ def table_sums(padded, mat, wi, groups, geom, out_size, affine):
     return out
 
 
-def grad_rows(grad_out, groups):
-    """(N, O, Ho, Wo) -> (N, Ho, Wo, G * Ogp) float32: each group's output gradients padded to whole vectors."""
+def grad_rows(grad_out, groups, scale=None):
+    """(N, O, Ho, Wo) -> (N, Ho, Wo, G * Ogp) float32: each group's output gradients padded to whole vectors, times
+    `scale` (O,) per output channel when given (one pass when no padding is needed)."""
     n, o, ho, wo = grad_out.shape
     og = o // groups
+    width = outputs_padded(og)
+    if width == og:
+        rows = torch.empty(n, ho, wo, o, dtype=torch.float32)
+        view = grad_out.permute(0, 2, 3, 1)
+        if scale is None:
+            return rows.copy_(view)
+        return torch.mul(view.float(), scale.to(torch.float32).view(1, 1, 1, o), out=rows)
+    if scale is not None:
+        grad_out = grad_out.float() * scale.to(torch.float32).view(1, o, 1, 1)
     rows = grad_out.float().reshape(n, groups, og, ho, wo).permute(0, 3, 4, 1, 2)
-    return F.pad(rows, (0, outputs_padded(og) - og)).reshape(n, ho, wo, -1).contiguous()
+    return F.pad(rows, (0, width - og)).reshape(n, ho, wo, -1).contiguous()
 
 
 GRAD_CHUNK_BYTES = 1 << 20  # output gradient of the images one sorted pass of the table backward reads (L2)

@@ -77,15 +77,15 @@ class LutConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qx, qw, mult, geom, groups, s_x, z_x, s_w, z_w):
-        ctx.mult, ctx.geom, ctx.groups = mult, geom, groups
+        ctx.mult, ctx.geom, ctx.groups, ctx.state = mult, geom, groups, {}
         ctx.save_for_backward(qx, qw, s_x, z_x, s_w, z_w)
-        return lut_conv_forward(qx.detach(), qw.detach(), mult, geom, groups, s_x, z_x, s_w, z_w)
+        return lut_conv_forward(qx.detach(), qw.detach(), mult, geom, groups, s_x, z_x, s_w, z_w, state=ctx.state)
 
     @staticmethod
     def backward(ctx, g):
         qx, qw, s_x, z_x, s_w, z_w = ctx.saved_tensors
         gx, gw = lut_conv_backward(qx, qw, g, ctx.mult, ctx.geom, ctx.groups, s_x, z_x, s_w, z_w,
-                                   ctx.needs_input_grad[:2])
+                                   ctx.needs_input_grad[:2], state=ctx.state)
         return gx, gw, None, None, None, None, None, None, None
 
 
