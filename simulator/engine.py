@@ -164,7 +164,8 @@ def select_native(program, backend="auto", work=None):
         raise AxnetError(f"backend '{backend}': expected auto, native or numpy")
     circuit = compile_native(program, work=work if backend == "auto" else None)
     if circuit is None and backend == "native":
-        raise AxnetError(f"the compiled netlist engine is not available: {native.last_error()}")
+        why = native.last_error() if program.n_outputs <= 64 else f"{program.n_outputs} outputs (at most 64)"
+        raise AxnetError(f"the compiled netlist engine is not available: {why}")
     return circuit
 
 

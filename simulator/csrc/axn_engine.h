@@ -91,7 +91,7 @@ void axn_planes(uint64_t start_word, int64_t words, uint64_t *out, int64_t strid
     for (int i = 0; i < AXN_N_IN && i < 6; i++) in[i] = AXV_ZERO + axn_low_words[i];
     for (int64_t w0 = 0; w0 < words; w0 += AXN_LANES) {
         for (int i = 6; i < AXN_N_IN; i++)
-            for (int j = 0; j < AXN_LANES; j++) in[i][j] = -(uint64_t)(((start_word + w0 + j) >> (i - 6)) & 1);
+            for (int j = 0; j < AXN_LANES; j++) in[i][j] = axn_bit_mask(start_word + w0 + j, i - 6)[0];
         axn_circuit(in, y);
         if (words - w0 >= AXN_LANES) {
             for (int k = 0; k < AXN_N_OUT; k++) axn_store(out + k * stride + w0, y[k]);
