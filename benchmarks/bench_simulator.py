@@ -9,7 +9,8 @@ Prints one JSON object.
   work per block); each repeat times the metrics and then the baseline, and the ratio reported is the median of
   the per-pair ratios.
 - build: seconds to generate and compile a circuit's engine into an empty cache (and to load it back).
-- per_lane: pairs/s of `simulator.engine.evaluate_operands` on 2^22 random operand pairs (median of repeats).
+- per_lane: pairs/s (wall) and CPU ns per pair of `simulator.engine.evaluate_operands` on 2^22 random operand
+  pairs given a compiled Program (median of repeats), and the numpy fallback's pairs/s.
 
     python benchmarks/bench_simulator.py            # full run
     python benchmarks/bench_simulator.py --quick    # 12-bit adder, small sizes: a smoke test of the script
@@ -113,20 +114,23 @@ def per_lane(netlist, widths, lanes, repeats, threads):
     rng = np.random.default_rng(1)
     ops = [rng.integers(0, 1 << w, lanes) for w in widths]
     out = np.empty(lanes, dtype=np.int64)
-    engine.evaluate_operands(netlist, ops, widths, out=out, backend="native")
-    rates = {}
+    program = engine.compile_netlist(netlist)  # a Program finds its kernel by identity: no per-call compilation
+    engine.evaluate_operands(program, ops, widths, out=out, backend="native")
+    rates, cpu = {}, {}
     for t in threads:
-        times = []
+        times, cpus = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
-            engine.evaluate_operands(netlist, ops, widths, out=out, threads=t, backend="native")
+            start, c0 = time.perf_counter(), time.process_time()
+            engine.evaluate_operands(program, ops, widths, out=out, threads=t, backend="native")
             times.append(time.perf_counter() - start)
+            cpus.append(time.process_time() - c0)
         rates[f"threads_{t}"] = lanes / statistics.median(times)
+        cpu[f"threads_{t}"] = statistics.median(cpus) / lanes * 1e9
     small = [o[:lanes // 16] for o in ops]
     start = time.perf_counter()
-    engine.evaluate_operands(netlist, small, widths, backend="numpy")
+    engine.evaluate_operands(program, small, widths, backend="numpy")
     rates["numpy"] = (lanes // 16) / (time.perf_counter() - start)
-    return {"circuit": netlist.name, "lanes": lanes, "pairs_per_s": rates}
+    return {"circuit": netlist.name, "lanes": lanes, "pairs_per_s": rates, "cpu_ns_per_pair": cpu}
 
 
 def main(argv=None):
