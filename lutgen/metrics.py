@@ -15,9 +15,16 @@ Conventions:
 - `mul`: exact = a * b; output unsigned, or two's complement when `signed`.
 
 Two entry points: `error_metrics(lut, reference)` on a materialised table, and `stream_metrics(netlist, operands,
-reference)`, which simulates block by block and reduces in the bit domain (exact result, difference and |e| are
-bit-sliced planes summed with popcounts), so a 16-bit adder's 2^32 combinations never become a table. With
+reference)`, which simulates block by block and never builds a table of a 16-bit adder's 2^32 combinations. Its
+reference reduction (`lutgen.bitslice_metrics`) works in the bit domain (exact result, difference and |e| as
+bit-sliced planes summed with popcounts); exhaustive runs of operands laid out from input 0 reduce in C instead
+(`lutgen.native_metrics`), right after the circuit's compiled kernel, with the same sums in the same order, so
+results are bit-identical (floats included: chunks of |e| / |exact| summed in numpy's pairwise order). With
 `samples=N` it simulates N random patterns instead and marks the result as an estimate.
+
+Overflow (`overflow="exclude"`, signed add/sub only): EvoApproxLib's signed wrap-around adders (add8s_*) are
+measured over only the combinations whose exact result fits the output width n in two's complement, with
+normaliser 2^(n-1); `count` is then the number of combinations counted and the dict says `"overflow"`.
 """
 from __future__ import annotations
 
