@@ -245,3 +245,11 @@ def test_parse_accum_specs():
     assert (acc.bits, acc.order, acc.spec) == (16, "tree", "trunc:16:k=4:order=tree")
     assert parse_accum("none") is None
     assert parse_accum("rca:12:cell=ama2:k=3").bits == 12
+
+
+def test_a_multiplier_without_a_product_table_is_refused_in_one_line():
+    from dnn.arith.netlist_multiplier import NetlistMultiplier
+    mult = NetlistMultiplier(array_multiplier(12, 12))
+    layer = ApproxLinear(4, 3, mult=mult, accum=Accumulator("loa:32:k=2"))
+    with pytest.raises(AxnetError, match="no product table"):
+        layer(torch.randn(2, 4))

@@ -262,6 +262,9 @@ class Accumulator:
     def mult_sums(self, mult, qx, qw, path="auto"):
         """The accumulated products sum_k AM(q_x, q_w) of a multiplier layer as float64 (M, O), read signed."""
         key = (id(mult), str(qx.device))
+        if getattr(mult, "values", None) is None:
+            raise AxnetError(f"accumulator {self.spec}: {mult.describe()} has no product table to take terms from "
+                             "(a netlist multiplier evaluated per pair); use a LUT multiplier of at most 10 bits")
         if key not in self._tables:
             import numpy as np
             pair = torch.from_numpy(np.ascontiguousarray(np.asarray(mult.values, dtype=np.int64).T))
