@@ -19,7 +19,8 @@ from dnn.kernels.adder_ops import Geometry
 from lutgen.lut import build_lut
 
 SMALL = {"loa6": lambda: loa_adder(6, 3), "eta7": lambda: eta1_adder(7, 4), "trunc5": lambda: truncated_adder(5, 2),
-         "maj8": lambda: ripple_carry_adder(8, cell="maj", approx_bits=5)}
+         "maj8": lambda: ripple_carry_adder(8, cell="maj", approx_bits=5), "loa12": lambda: loa_adder(12, 5),
+         "ama3_10": lambda: ripple_carry_adder(10, cell="ama3", approx_bits=4)}
 
 
 def random_operands(qmax, shape_x, shape_w, seed=0):
@@ -55,7 +56,7 @@ def slow_sums(netlist, bits, xq, wq, geom):
 def test_small_adders_equal_lut_adder_on_both_paths(name):
     net = SMALL[name]()
     lut = LutAdder(build_lut(net))
-    table, pairs = NetlistAdder(net), NetlistAdder(net, table_bits=0)
+    table, pairs = NetlistAdder(net, table_bits=12), NetlistAdder(net, table_bits=0)
     assert torch.equal(table.diff, lut.diff) and pairs.diff is None
     geom = Geometry((3, 3), (1, 1), (1, 1))
     x, w = random_operands(lut.qmax, (2, 3, 6, 5), (4, 3, 3, 3))
