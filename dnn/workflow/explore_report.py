@@ -99,7 +99,7 @@ def plot_pareto(records, per_layer, path, info):
     ax.set_ylabel(f"test accuracy (%) on {info.get('images', '?')} images")
     ax.set_title(f"{info.get('model', '')}: {len(pts)} {info.get('role', '')} designs")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
@@ -128,7 +128,7 @@ def summary_markdown(records, per_layer, info):
                      f"{fmt(r['accuracy'])} | {fmt(r['retrained_accuracy'])} |")
     failed = [f"{r['circuit']} ({r['note']})" for r in records if r["accuracy"] is None]
     if failed:
-        lines += ["", f"Not evaluated: {'; '.join(failed)}."]
+        lines += ["", f"Designs without an accuracy: {'; '.join(failed)}."]
     no_cost = [r["circuit"] for r in records if r["area_nand2"] is None]
     if no_cost:
         lines += ["", f"Without a netlist (LUT files), so off the area axis: {', '.join(no_cost)}."]
