@@ -16,9 +16,9 @@ static inline void nl_signed_add(nlv *acc, const nlv *y, int subtract) {
     const nlv flip = subtract ? NLV_ONES : NLV_ZERO;
     nlv carry = flip;
     for (int i = 0; i < NL_NUM; i++) {
-        const nlv v = (i < NL_BITS ? y[i] : y[NL_BITS - 1]) ^ flip, a = acc[i], t = a ^ v;
-        acc[i] = t ^ carry;
-        carry = (a & v) | (t & carry);
+        const nlv v = (i < NL_BITS ? y[i] : y[NL_BITS - 1]) ^ flip, a = acc[i];
+        acc[i] = nl_xor3(a, v, carry);
+        carry = nl_maj(a, v, carry);
     }
 }
 

@@ -44,9 +44,9 @@ void nl_mult_forward(const uint32_t *x, const uint64_t *wplanes, int64_t *out, l
                     const nlv s = y[NL_OUT - 1];
                     nlv carry = NLV_ZERO;
                     for (int i = 0; i < acc_bits; i++) {
-                        const nlv v = i < NL_OUT ? y[i] : s, a = acc[i], t = a ^ v;
-                        acc[i] = t ^ carry;
-                        carry = (a & v) | (t & carry);
+                        const nlv v = i < NL_OUT ? y[i] : s, a = acc[i];
+                        acc[i] = nl_xor3(a, v, carry);
+                        carry = nl_maj(a, v, carry);
                     }
 #else
                     nl_accumulate(acc, y, NLV_ZERO, NL_OUT, acc_bits);

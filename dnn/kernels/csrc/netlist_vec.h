@@ -40,12 +40,26 @@ static inline void nl_transpose(nlv x[64]) {
     }
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* three-input sum and majority, one vpternlogq each (0x96: a ^ b ^ c, 0xE8: majority) */
+static inline nlv nl_xor3(nlv a, nlv b, nlv c) {
+    return (nlv)_mm512_ternarylogic_epi64((__m512i)a, (__m512i)b, (__m512i)c, 0x96);
+}
+static inline nlv nl_maj(nlv a, nlv b, nlv c) {
+    return (nlv)_mm512_ternarylogic_epi64((__m512i)a, (__m512i)b, (__m512i)c, 0xE8);
+}
+#else
+static inline nlv nl_xor3(nlv a, nlv b, nlv c) { return a ^ b ^ c; }
+static inline nlv nl_maj(nlv a, nlv b, nlv c) { return (a & b) | (c & (a ^ b)); }
+#endif
+
 /* acc += value + carry_in, bit-sliced: `value` has `bits` planes, acc `acc_bits` planes (acc_bits >= bits). */
 static inline void nl_accumulate(nlv *acc, const nlv *value, nlv carry, int bits, int acc_bits) {
     for (int i = 0; i < bits; i++) {
-        const nlv a = acc[i], t = a ^ value[i];
-        acc[i] = t ^ carry;
-        carry = (a & value[i]) | (t & carry);
+        const nlv a = acc[i];
+        acc[i] = nl_xor3(a, value[i], carry);
+        carry = nl_maj(a, value[i], carry);
     }
     for (int i = bits; i < acc_bits; i++) {
         const nlv a = acc[i];
