@@ -653,12 +653,14 @@ def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, 
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the search and of retraining.")
 @click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True,
               help="Torch threads per worker (fixed, so results do not depend on the engine).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where workers evaluate; with cuda each Ray task also declares one GPU.")
 @click.option("--undriven", type=click.Choice(["error", "zero"]), default="error", show_default=True,
               help="BLIF nets read but never driven: refuse, or tie to 0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the design records as JSON.")
 def explore_cmd(checkpoint, more_circuits, circuits, families, out_dir, assign, engine, workers, address, resume,
                 data_spec, limit_test, retrain_epochs, retrain_ranks, grad, half_window, abc, generations,
-                evaluate_n, seed, threads, undriven, as_json):
+                evaluate_n, seed, threads, device, undriven, as_json):
     """Explore a library of circuits on a checkpoint: accuracy against hardware cost.
 
     Adders serve an AdderNet checkpoint's adder layers, multipliers a CNN's convolution and linear layers. Designs
@@ -671,7 +673,7 @@ def explore_cmd(checkpoint, more_circuits, circuits, families, out_dir, assign, 
                          resume=resume, data_spec=data_spec, test_limit=limit_test, retrain_epochs=retrain_epochs,
                          grad=grad, half_window=half_window, retrain_ranks=retrain_ranks, abc=abc,
                          generations=generations, evaluate=evaluate_n, seed=seed, threads=threads,
-                         undriven=undriven, show=True)
+                         device=device, undriven=undriven, show=True)
     if as_json:
         echo_json(result["records"])
         return

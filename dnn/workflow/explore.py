@@ -212,6 +212,12 @@ def run_explore(checkpoint, circuits=(), families=(), out_dir="runs/explore", as
     check_options(assign, grad, retrain_epochs, retrain_ranks, workers, out_dir, resume)
     if not os.path.isfile(checkpoint):
         raise AxnetError("checkpoint file not found", path=checkpoint)
+    if device not in ("cpu", "cuda"):
+        raise AxnetError(f"--device '{device}': expected cpu or cuda")
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise AxnetError("--device cuda: this machine has no CUDA device (use --device cpu)")
     ctx = {"checkpoint": os.path.abspath(checkpoint), "data_spec": data_spec, "test_limit": test_limit,
            "train_limit": train_limit, "device": device}
     role, what = checkpoint_role(ctx)
