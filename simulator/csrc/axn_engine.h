@@ -40,20 +40,38 @@ static inline axv axn_bit_mask(uint64_t value, int bit) { /* all ones when bit `
     return AXV_ZERO - (bit < 64 ? (value >> bit) & 1 : 0);
 }
 
-/* In place, in every lane: afterwards bit r of row c is what bit c of row r was (a 64 x 64 bit transpose by
- * swapping the off-diagonal blocks of size 32, 16, ..., 1). */
-static __attribute__((noinline)) void axn_transpose(axv x[64]) {
-    static const uint64_t masks[6] = {0x00000000FFFFFFFFull, 0x0000FFFF0000FFFFull, 0x00FF00FF00FF00FFull,
-                                      0x0F0F0F0F0F0F0F0Full, 0x3333333333333333ull, 0x5555555555555555ull};
-    int s = 0;
-    for (int j = 32; j; j >>= 1, s++) {
-        const axv m = AXV_ZERO + masks[s];
-#pragma GCC unroll 32
-        for (int k = 0; k < 64; k = ((k | j) + 1) & ~j) {
-            const axv t = ((x[k] >> j) ^ x[k + j]) & m;
-            x[k + j] ^= t;
-            x[k] ^= t << j;
-        }
+/* 64 x 64 bit transposes, in every lane: afterwards bit r of row c is what bit c of row r was. A transpose swaps
+ * the row-index bit with the column-index bit for each of the six bit positions (off-diagonal blocks of size j
+ * swapped, j = 32 .. 1); the six swaps commute, so they may run in either order, and the order is chosen so that
+ * work on rows that are zero, or never read, is skipped:
+ *   axn_transpose_in (patterns -> planes; only rows < keep are read afterwards): j descending, and stage j only
+ *     for row pairs below keep rounded up to 2j (rows the remaining stages can move into rows < keep);
+ *   axn_transpose_out (planes -> words; rows >= nonzero are zero): j ascending, and stage j only for row pairs
+ *     below nonzero rounded up to 2j (the only rows the earlier stages can have made nonzero). */
+static const uint64_t axn_swap_masks[6] = {0x5555555555555555ull, 0x3333333333333333ull, 0x0F0F0F0F0F0F0F0Full,
+                                           0x00FF00FF00FF00FFull, 0x0000FFFF0000FFFFull, 0x00000000FFFFFFFFull};
+
+static inline void axn_swap_stage(axv x[64], int j, const axv m, int rows) {
+    for (int k = 0; k < rows; k = ((k | j) + 1) & ~j) {
+        const axv t = ((x[k] >> j) ^ x[k + j]) & m;
+        x[k + j] ^= t;
+        x[k] ^= t << j;
+    }
+}
+
+static inline int axn_round_up(int n, int to) { return (n + to - 1) / to * to; }
+
+static __attribute__((noinline)) void axn_transpose_in(axv x[64], int keep) {
+    for (int s = 5; s >= 0; s--) {
+        const int j = 1 << s;
+        axn_swap_stage(x, j, AXV_ZERO + axn_swap_masks[s], axn_round_up(keep, 2 * j));
+    }
+}
+
+static __attribute__((noinline)) void axn_transpose_out(axv x[64], int nonzero) {
+    for (int s = 0; s < 6; s++) {
+        const int j = 1 << s;
+        axn_swap_stage(x, j, AXV_ZERO + axn_swap_masks[s], axn_round_up(nonzero, 2 * j));
     }
 }
 
@@ -61,11 +79,11 @@ static __attribute__((noinline)) void axn_transpose(axv x[64]) {
  * output words of those patterns. */
 static inline void axn_rows(axv rows[64]) {
     axv y[AXN_OUT_ROWS];
-    axn_transpose(rows);
+    axn_transpose_in(rows, AXN_N_IN);
     axn_circuit(rows, y);
     for (int k = 0; k < AXN_N_OUT; k++) rows[k] = y[k];
     for (int k = AXN_N_OUT; k < 64; k++) rows[k] = AXV_ZERO;
-    axn_transpose(rows);
+    axn_transpose_out(rows, AXN_N_OUT);
 }
 
 /* Planes of the patterns base + t * AXN_LANES + j when base is a multiple of AXN_GROUP: no transpose needed. */
@@ -143,7 +161,7 @@ void axn_table(uint64_t start, int64_t n, int64_t *out, int threads) {
             axn_circuit(rows, y);
             for (int k = 0; k < AXN_N_OUT; k++) rows[k] = y[k];
             for (int k = AXN_N_OUT; k < 64; k++) rows[k] = AXV_ZERO;
-            axn_transpose(rows);
+            axn_transpose_out(rows, AXN_N_OUT);
         } else {
             for (int t = 0; t < 64; t++)
                 for (int j = 0; j < AXN_LANES; j++) rows[t][j] = base + (uint64_t)(t * AXN_LANES + j);
