@@ -12,6 +12,8 @@
  */
 #include <omp.h>
 
+#define NL_FILTERS 4 /* filters accumulated together per pass over a tile's taps */
+
 /* One tap of one filter: acc += |C(w, -x)| with w's bits `wbits` (0/~0 words) and the tap's planes of -x. */
 static inline __attribute__((always_inline)) void nl_tap(nlv *acc, const uint64_t *wbits, const nlv *xpl,
                                                          int acc_bits) {
@@ -39,7 +41,7 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
     {
         nlv *xplanes = (nlv *)aligned_alloc(sizeof(nlv), sizeof(nlv) * K * NL_BITS);
         long base[NL_GROUP];
-        nlv rows[64], acc[64], acc2[64];
+        nlv rows[64], acc[NL_FILTERS][64];
 #pragma omp for schedule(dynamic, 1)
         for (long tile = 0; tile < tiles; tile++) {
             const long first = tile * NL_GROUP;
@@ -58,21 +60,18 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
                 nl_transpose(rows);
                 memcpy(xplanes + k * NL_BITS, rows, sizeof(nlv) * NL_BITS);
             }
-            for (int o = 0; o < O; o += 2) { /* two filters per pass: two independent carry chains to overlap */
-                const int pair = o + 1 < O;
-                memset(acc, 0, sizeof acc);
-                memset(acc2, 0, sizeof acc2);
-                const uint64_t *wo = wplanes + (long)o * K * NL_BITS, *wo2 = wo + (pair ? K * NL_BITS : 0);
-                for (long k = 0; k < K; k++) {
-                    nl_tap(acc, wo + k * NL_BITS, xplanes + k * NL_BITS, acc_bits);
-                    if (pair) nl_tap(acc2, wo2 + k * NL_BITS, xplanes + k * NL_BITS, acc_bits);
-                }
-                for (int f = 0; f <= pair; f++) {
-                    nlv *a = f ? acc2 : acc;
-                    nl_transpose(a);
+            for (int o = 0; o < O; o += NL_FILTERS) { /* several filters per pass: each tap's planes loaded once */
+                const int nf = O - o < NL_FILTERS ? O - o : NL_FILTERS;
+                memset(acc, 0, sizeof(nlv) * 64 * nf);
+                const uint64_t *wo = wplanes + (long)o * K * NL_BITS;
+                for (long k = 0; k < K; k++)
+                    for (int f = 0; f < nf; f++)
+                        nl_tap(acc[f], wo + (f * K + k) * NL_BITS, xplanes + k * NL_BITS, acc_bits);
+                for (int f = 0; f < nf; f++) {
+                    nl_transpose(acc[f]);
                     for (int q = 0; q < NL_GROUP && first + q < P; q++) {
                         const long p = first + q, n = p / HW, r = p % HW;
-                        out[(n * O + o + f) * HW + r] = (int64_t)a[q / NL_LANES][q % NL_LANES];
+                        out[(n * O + o + f) * HW + r] = (int64_t)acc[f][q / NL_LANES][q % NL_LANES];
                     }
                 }
             }
