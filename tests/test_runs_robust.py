@@ -166,6 +166,10 @@ def test_retrain_reports_its_data_and_the_half_window_it_uses(run1, tmp_path):
     result = json.loads((tmp_path / "re" / "retrain.json").read_text())
     assert result["notes"] == [note] and result["images"] == 50
     assert load_checkpoint(tmp_path / "re" / "retrain_lut" / "last.pt")["config"]["test_limit"] == 50
+    # a retrained checkpoint (with its calibration buffers) passes the weight checks and evaluates
+    r = invoke("eval", tmp_path / "re" / "retrain_lut" / "last.pt", "--limit-test", 20, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["images"] == 20
 
 
 def test_half_window_note_says_which_window():

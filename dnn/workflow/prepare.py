@@ -54,11 +54,20 @@ def shape_mismatch(model, state):
     return None
 
 
+def key_mismatch(model, state):
+    """Model entries missing from `state` (quantization scales aside), as a message, or None. Extra entries, such
+    as a retrained model's calibration buffers, are ignored, as `load_state_dict(strict=False)` ignores them."""
+    bad = sorted(k for k in model.state_dict() if k not in state and not k.endswith("scale"))
+    if bad:
+        return f"checkpoint does not fit the model: {len(bad)} mismatched entries, e.g. {bad[0]}"
+    return None
+
+
 def load_model_state(model, state):
     """Load weights into `model`; quantization scale buffers absent on either side are tolerated, a tensor of the
     wrong shape or a missing weight is one AxnetError naming it."""
     state = strip_module_prefix(dict(state))
-    wrong = shape_mismatch(model, state)
+    wrong = shape_mismatch(model, state) or key_mismatch(model, state)
     if wrong:
         raise AxnetError(wrong)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -71,13 +80,26 @@ def load_model_state(model, state):
         module.register_buffer(name, state[key].clone())
 
 
+def checkpoint_model(ckpt):
+    """A fresh, untrained model of the kind a checkpoint names."""
+    try:
+        return build_model(ckpt["model"], **ckpt.get("model_kwargs", {}))
+    except TypeError as e:
+        raise AxnetError(f"checkpoint model_kwargs do not fit model {ckpt['model']}: {e}") from None
+
+
+def state_problem(ckpt, key="state_dict"):
+    """Why a checkpoint's weights `key` would not load into its model (shapes, entries), or None; nothing is
+    copied, so checking a checkpoint costs one model construction."""
+    model = checkpoint_model(ckpt)
+    state = strip_module_prefix(dict(ckpt[key]))
+    return shape_mismatch(model, state) or key_mismatch(model, state)
+
+
 def model_from_checkpoint(ckpt, key="state_dict"):
     """A model rebuilt from a checkpoint's model name and weights (`key`: state_dict, or train_state_dict for the
     trained weights of a run that saves a weight average)."""
-    try:
-        model = build_model(ckpt["model"], **ckpt.get("model_kwargs", {}))
-    except TypeError as e:
-        raise AxnetError(f"checkpoint model_kwargs do not fit model {ckpt['model']}: {e}") from None
+    model = checkpoint_model(ckpt)
     load_model_state(model, ckpt[key])
     return model
 
