@@ -106,6 +106,26 @@ def test_abc_maps_onto_the_bundled_library():
     assert 0 < area <= netlist_cost(generators.ripple_carry_adder(4)).area * 1.5
 
 
+# ---- per-layer search -----------------------------------------------------------------------------------------------
+
+def test_nsga2_finds_the_brute_force_front_of_the_predicted_objectives():
+    """On 2 layers x 6 circuits (36 assignments) the search must return every point of the exact Pareto front of
+    (cost, predicted accuracy), found by trying every assignment."""
+    pytest.importorskip("pymoo")
+    from dnn.workflow.explore_search import (assignment_cost, dominates, predicted_accuracy, search_front)
+
+    rng = random.Random(5)
+    areas = [rng.uniform(10, 60) for _ in range(6)]
+    ops = [100, 2500]
+    sensitivity = [[rng.uniform(40, 90) for _ in areas] for _ in ops]
+    point = lambda c: (round(assignment_cost(areas, ops, c), 9), round(predicted_accuracy(90.0, sensitivity, c), 9))
+    every = {c: point(c) for c in itertools.product(range(6), repeat=2)}
+    exact_front = {p for c, p in every.items() if not any(dominates(q, p) for q in every.values())}
+    found = search_front(areas, ops, 90.0, sensitivity, generations=60, seed=1)
+    assert {point(c) for c in found} == exact_front
+    assert search_front(areas, ops, 90.0, sensitivity, generations=60, seed=1) == found  # seeded: repeatable
+
+
 # ---- design sets --------------------------------------------------------------------------------------------------
 
 def test_designs_are_deduplicated_by_function(tmp_path):
@@ -290,6 +310,8 @@ def test_multipliers_serve_a_cnn_checkpoint(cnn_ckpt, tmp_path):
     assert records[0]["role"] == "multiplier" and records[0]["mae"] == 0 and records[0]["accuracy"] is not None
     adder = run(cnn_ckpt, tmp_path / "adder", "--family", "loa:8:k=2")
     assert adder.exit_code == 2 and "fits no layer" in adder.output
+    retrain = run(cnn_ckpt, tmp_path / "retrain", "--family", "mul:4", "--retrain-epochs", "1")
+    assert retrain.exit_code == 2 and "adder layers" in retrain.output and not (tmp_path / "retrain").exists()
 
 
 # ---- bad input ---------------------------------------------------------------------------------------------------

@@ -225,6 +225,9 @@ def run_explore(checkpoint, circuits=(), families=(), out_dir="runs/explore", as
     check_roles(designs, role, what)
     (check_adder_fits if role == "adder" else check_multiplier_fits)(designs)
     if retrain_epochs:
+        if role != "adder":
+            raise AxnetError("--retrain-epochs: retraining runs through adder layers (an AdderNet checkpoint); "
+                             "multiplier layers are evaluated but not retrained by explore")
         check_grad(grad, half_window, designs)
     if abc:
         from circuits.cost import find_abc
