@@ -118,7 +118,7 @@ typedef double axm_vd __attribute__((vector_size(8 * AXM_LANES)));
 
 /* axm_values on AXM_LANES patterns at a time (len a multiple of AXM_LANES, every vector inside one run of the
  * first operand, so its reciprocals are AXM_LANES consecutive table entries); same results, branch-free. */
-static inline __attribute__((always_inline)) void axm_values_vec(const int ref, const int64_t *p,
+static inline __attribute__((always_inline)) void axm_values_vec(const int ref, const int excl, const int64_t *p,
                                                                  const double *recip, uint64_t first, int64_t len,
                                                                  const int64_t *y, double *rel, axm_sums *s) {
     const int wa = (int)p[P_WA], wb = (int)p[P_WB];
@@ -141,12 +141,12 @@ static inline __attribute__((always_inline)) void axm_values_vec(const int ref, 
         axm_vu raw;
         memcpy(&raw, y + q, sizeof raw);
         const axm_vi approx = (axm_vi)((raw ^ so) - so);
-        const axm_vi fit = (exact >= -half) & (exact < half); /* -1 where counted */
-        const axm_vi e = (approx - exact) & fit;
+        const axm_vi fit = excl ? (exact >= -half) & (exact < half) : (axm_vi){0} - 1; /* -1 where counted */
+        const axm_vi e = excl ? (approx - exact) & fit : approx - exact;
         const axm_vi neg = e >> 63;
         const axm_vi ae = (e ^ neg) - neg;
         const axm_vu sq = (axm_vu)ae * (axm_vu)ae;
-        count -= fit;
+        if (excl) count -= fit;
         n_err -= e != 0;
         sum_abs += ae;
         sum_e += e;
@@ -154,13 +154,14 @@ static inline __attribute__((always_inline)) void axm_values_vec(const int ref, 
         sq_hi -= (axm_vu)(sq_lo < sq);
         const axm_vi more = ae > wce;
         wce = (wce & ~more) | (ae & more);
-        n_rel -= fit & (exact != 0);
+        n_rel -= excl ? fit & (exact != 0) : exact != 0;
         axm_vd r;
         memcpy(&r, recip + ((ref == AXM_MUL ? a[0] : exact[0]) - lo), sizeof r);
         const axm_vd v = __builtin_convertvector(ae, axm_vd) * r;
         memcpy(rel + q, &v, sizeof v);
     }
     uint64_t lo_sum = 0, hi_sum = 0;
+    if (!excl) s->count += (uint64_t)len;
     for (int j = 0; j < AXM_LANES; j++) {
         s->count += (uint64_t)count[j];
         s->n_err += (uint64_t)n_err[j];
@@ -180,10 +181,13 @@ static inline __attribute__((always_inline)) void axm_values_vec(const int ref, 
 static void axm_values_any(const int64_t *p, const double *recip, uint64_t first, int64_t len, const int64_t *y,
                            double *rel, axm_sums *s) {
     if (len % AXM_LANES == 0) {
-        switch ((int)p[P_REF]) {
-            case AXM_ADD: axm_values_vec(AXM_ADD, p, recip, first, len, y, rel, s); return;
-            case AXM_SUB: axm_values_vec(AXM_SUB, p, recip, first, len, y, rel, s); return;
-            default: axm_values_vec(AXM_MUL, p, recip, first, len, y, rel, s); return;
+        const int excl = p[P_FIT_BITS] > 0;
+        switch ((int)p[P_REF] * 2 + excl) {
+            case 2 * AXM_ADD: axm_values_vec(AXM_ADD, 0, p, recip, first, len, y, rel, s); return;
+            case 2 * AXM_ADD + 1: axm_values_vec(AXM_ADD, 1, p, recip, first, len, y, rel, s); return;
+            case 2 * AXM_SUB: axm_values_vec(AXM_SUB, 0, p, recip, first, len, y, rel, s); return;
+            case 2 * AXM_SUB + 1: axm_values_vec(AXM_SUB, 1, p, recip, first, len, y, rel, s); return;
+            default: axm_values_vec(AXM_MUL, 0, p, recip, first, len, y, rel, s); return;
         }
     }
     switch ((int)p[P_REF]) {
