@@ -13,7 +13,6 @@ The run, in order, with every check made before RUN is touched:
 """
 from __future__ import annotations
 
-import json
 import os
 
 from circuits.errors import AxnetError
@@ -190,15 +189,10 @@ def retrain_stage(engine, conn, designs, out_dir, show, epochs, grad, half_windo
 
 
 def check_grad(grad, half_window, designs):
-    """--grad lut needs a half window; --grad diff needs the netlist back-end and netlists."""
+    """--grad lut needs a half window; --grad diff needs netlists (the netlist back-end differentiates them)."""
     if grad == "lut" and half_window is None:
         raise AxnetError("--grad lut needs --half-window W (e.g. 2)")
     if grad == "diff":
-        try:
-            import dnn.arith.netlist_adder  # noqa: F401
-        except ImportError:
-            raise AxnetError("--grad diff needs the netlist back-end (dnn.arith.netlist_adder), which this build "
-                             "lacks; use --grad lut or ste") from None
         bare = [d.name for d in designs if d.netlist is None]
         if bare:
             raise AxnetError(f"--grad diff needs netlists, but {bare[0]} came from a LUT file")
@@ -264,7 +258,3 @@ def run_explore(checkpoint, circuits=(), families=(), out_dir="runs/explore", as
         runner.close()
     return {"run": info, "records": records, "files": files}
 
-
-def json_records(result):
-    """What --json prints: one record per design with its name, accuracies, metrics and cost."""
-    return json.loads(json.dumps(result["records"]))

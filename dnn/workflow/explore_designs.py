@@ -123,7 +123,6 @@ def list_files(path):
 def read_source(path, undriven="error"):
     """(name, netlist or None, lut) for one file: a circuit is simulated exhaustively, a LUT file read."""
     from circuits.files import file_sha256
-    from lutgen.lut import build_lut
 
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".blif":

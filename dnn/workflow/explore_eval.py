@@ -230,8 +230,11 @@ def run_retrain(ctx, job):
                       test_limit=ctx.get("test_limit") or base.test_limit)
     arith = retrain_backend(job)
     out_dir = job["out_dir"]
+    # a run killed part-way continues from its last.pt; files without one (killed inside the first epoch) are
+    # nothing to continue, and are replaced
     resume = os.path.isfile(os.path.join(out_dir, "last.pt"))
-    summary = run_training(cfg, out_dir, resume=resume, arith=arith, init_state=ckpt["state_dict"],
+    summary = run_training(cfg, out_dir, resume=resume, overwrite=not resume, arith=arith,
+                           init_state=ckpt["state_dict"],
                            extra={"retrained_from": ctx["checkpoint"], "grad": job["grad"]}, show=False, data=data,
                            title=f"explore retrain {job['design']}")
     return {"kind": "retrain", "design": job["design"], "role": job["role"],
@@ -244,11 +247,8 @@ def retrain_backend(job):
     back-end with differentiable gradients (grad=diff) where dnn.arith provides one."""
     if job["grad"] in ("ste", "lut"):
         return backend("adder", job["circuit"], grad=job["grad"], half_window=job.get("half_window"))
-    try:
-        from dnn.arith.netlist_adder import NetlistAdder
-    except ImportError:
-        raise AxnetError("--grad diff needs the netlist back-end dnn.arith.netlist_adder, which this build lacks; "
-                         "use --grad lut or ste") from None
+    from dnn.arith.netlist_adder import NetlistAdder
+
     netlist = job["circuit"] if not is_table(job["circuit"]) else job.get("netlist")
     if netlist is None:
         raise AxnetError(f"--grad diff: design {job['design']} came from a LUT file, it has no netlist")

@@ -124,11 +124,8 @@ def bundled_netlist(spec, scheme, widths, options):
 
 def arithsgen_available():
     """True when the ariths-gen package can be imported."""
-    try:
-        import ariths_gen  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("ariths_gen") is not None
 
 
 def arithsgen_circuit(spec, scheme, widths, options):
