@@ -17,11 +17,24 @@ import torch
 CSRC = Path(__file__).resolve().parent / "csrc"
 _OPS = {"and": "&", "or": "|", "xor": "^"}
 _MEMO = {}
+_TEXT = {}  # (id(program), function name) -> (program, C text)
 _LOCK = threading.Lock()
 
 
 def circuit_function(program, name="nl_circuit"):
-    """C text of `static inline void name(const nlv *in, nlv *out)` running the program's steps."""
+    """C text of `static inline void name(const nlv *in, nlv *out)` running the program's steps (made once per
+    program: a few milliseconds for a multiplier's 800 steps, which every layer call would otherwise pay)."""
+    key = (id(program), name)
+    with _LOCK:
+        if key in _TEXT and _TEXT[key][0] is program:
+            return _TEXT[key][1]
+    text = _circuit_text(program, name)
+    with _LOCK:
+        _TEXT[key] = (program, text)  # the program is kept alive, so its id is not reused
+    return text
+
+
+def _circuit_text(program, name):
     lines = [f"static inline __attribute__((always_inline)) void {name}(const nlv *restrict in, "
              "nlv *restrict out) {"]
     lines += [f"    nlv s{i} = in[{i}];" for i in range(program.n_inputs)]
@@ -134,7 +147,10 @@ def mult_sums(program, qx, qw, widths, out_bits, signed):
     acc_bits = bound.bit_length() + (1 if signed else 0)
     if acc_bits > 64:
         return None
-    x = (qx.to(torch.int64) & ((1 << widths[0]) - 1)).to(torch.int32).contiguous()
+    if widths[0] < 32:  # the low bits of each value as a uint32 pattern, without an int64 copy
+        x = (qx.to(torch.int32) & ((1 << widths[0]) - 1)).contiguous()
+    else:
+        x = (qx.to(torch.int64) & ((1 << widths[0]) - 1)).to(torch.int32).contiguous()
     planes = broadcast_planes(qw.to(torch.int64) & ((1 << widths[1]) - 1), widths[1]).permute(1, 2, 0).contiguous()
     out = torch.empty(m, o, dtype=torch.int64)
     lib.nl_mult_forward(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(planes.data_ptr()),
