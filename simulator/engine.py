@@ -187,6 +187,8 @@ def _lane_buffer(x, what):
         dtype = str(x.dtype)
         if getattr(x, "device", None) is not None and x.device.type != "cpu":
             raise AxnetError(f"{what}: the compiled engine needs CPU tensors, got one on {x.device}")
+        if x.is_floating_point() or x.is_complex():
+            raise AxnetError(f"{what}: expected integer values, got a tensor of {x.dtype}")
         if dtype not in ("torch.int64", "torch.int32") or not x.is_contiguous():
             x = x.contiguous().long()
             dtype = "torch.int64"
@@ -202,6 +204,12 @@ def _lane_buffer(x, what):
 def _new_output(like, n, out):
     """The int64 result buffer: `out` when given, else a tensor for tensor input, else a numpy array."""
     if out is not None:
+        ok = (str(out.dtype) == "torch.int64" and out.is_contiguous() and out.device.type == "cpu"
+              and out.numel() == n) if _is_tensor(out) else (
+            isinstance(out, np.ndarray) and out.dtype == np.int64 and out.flags.c_contiguous
+            and out.flags.writeable and out.size == n)
+        if not ok:
+            raise AxnetError(f"out= must be a writable contiguous int64 array (or CPU tensor) of {n} elements")
         return out
     if _is_tensor(like):
         torch = sys.modules["torch"]

@@ -140,6 +140,12 @@ def test_bad_operands_are_axnet_errors():
         engine.evaluate_operands(nl, [np.arange(3)] * 3)
     with pytest.raises(AxnetError, match="64 inputs"):
         engine.evaluate_patterns(generators.ripple_carry_adder(40), np.arange(3))
+    with pytest.raises(AxnetError, match="out="):
+        engine.evaluate_operands(nl, [np.arange(3), np.arange(3)], out=np.empty(2, dtype=np.int64))
+    with pytest.raises(AxnetError, match="out="):
+        engine.evaluate_operands(nl, [np.arange(3), np.arange(3)], out=np.empty(3, dtype=np.int32))
+    with pytest.raises(AxnetError, match="integer"):
+        engine.evaluate_operands(nl, [torch.zeros(3), torch.zeros(3)])
 
 
 def _fresh_circuit():
