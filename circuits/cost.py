@@ -1,6 +1,8 @@
 """Hardware cost estimate of a netlist: two-input gates after decomposition, NAND2-equivalent area, logic depth.
 
-Every node is decomposed on its own, from its function over the fanins it really depends on:
+First constants are propagated and buffers resolved (a node reading a constant is cofactored, one that only copies
+a net is a wire), and only nodes some output still depends on are counted. Then every node is decomposed on its
+own, from its function over the fanins it really depends on:
 - constants and buffers cost nothing (ties and wires); a negated input is one inverter, shared by every node that
   reads that net negated;
 - a node that is the parity of its inputs (XOR2, XOR3, XNOR...) is a tree of k-1 XOR2 (the last an XNOR2 when
@@ -268,17 +270,77 @@ def decompose(table, nets, counter, name):
     return sop(table, nets, counter)
 
 
-def node_cost(node, counter):
-    """Decompose one node into the counter; returns the arrival of its output."""
-    fanins, k = node.fanins, len(node.fanins)
-    if k <= QM_MAX_FANIN:
-        table = node_function(node, k)
-        used = support(table, k)
-        if not used:
-            return 0  # a constant: a tie cell, no gate
-        return decompose(restrict(table, k, used), [fanins[i] for i in used], counter, node.name)
+def cofactor(table, k, fixed):
+    """The function with the fanins in `fixed` ({position: 0/1}) set; returns (table, kept positions)."""
+    keep = [i for i in range(k) if i not in fixed]
+    base = sum(v << i for i, v in fixed.items())
+    out = 0
+    for r in range(1 << len(keep)):
+        full = base + sum(((r >> j) & 1) << i for j, i in enumerate(keep))
+        out |= ((table >> full) & 1) << r
+    return out, keep
+
+
+def merge_repeats(table, nets):
+    """A function whose fanin list names one net twice, as a function of each net once."""
+    while len(set(nets)) < len(nets):
+        k = len(nets)
+        i = next(i for i, n in enumerate(nets) if nets.index(n) != i)  # a repeat: same net as an earlier position
+        first = nets.index(nets[i])
+        keep = [v for v in range(k) if v != i]
+        out = 0
+        for r in range(1 << (k - 1)):
+            full = sum(((r >> j) & 1) << v for j, v in enumerate(keep))
+            full |= ((full >> first) & 1) << i
+            out |= ((table >> full) & 1) << r
+        table, nets = out, [nets[v] for v in keep]
+    return table, nets
+
+
+def simplify(netlist):
+    """Constants propagated and buffers resolved, node by node in topological order.
+
+    Returns (const {net: 0/1}, alias {net: the net it buffers}, funcs {net: (table, nets) over resolved nets in its
+    support, or ("cover", node) for nodes wider than QM_MAX_FANIN, taken as written})."""
+    const, alias, funcs = {}, {}, {}
+    for name in netlist.topological_order():
+        node = netlist.nodes[name]
+        fanins = [alias.get(f, f) for f in node.fanins]
+        if len(fanins) > QM_MAX_FANIN:
+            funcs[name] = ("cover", node)
+            continue
+        table, keep = cofactor(node_function(node, len(fanins)), len(fanins),
+                               {i: const[f] for i, f in enumerate(fanins) if f in const})
+        table, nets = merge_repeats(table, [fanins[i] for i in keep])
+        used = support(table, len(nets))
+        table, nets = restrict(table, len(nets), used), [nets[i] for i in used]
+        if not nets:
+            const[name] = table & 1
+        elif len(nets) == 1 and table == 0b10:
+            alias[name] = nets[0]
+        else:
+            funcs[name] = (table, nets)
+    return const, alias, funcs
+
+
+def live_nets(netlist, alias, funcs):
+    """Nets some output depends on after simplification (logic that only dead or constant nets read is free)."""
+    live, stack = set(), [alias.get(o, o) for o in netlist.outputs]
+    while stack:
+        net = stack.pop()
+        if net in live or net not in funcs:
+            continue
+        live.add(net)
+        entry = funcs[net]
+        stack += [alias.get(f, f) for f in entry[1].fanins] if entry[0] == "cover" else list(entry[1])
+    return live
+
+
+def cover_cost(node, counter, alias):
+    """A node wider than QM_MAX_FANIN, factored from the cover it is written with."""
     if not node.cubes:
         return 0
+    fanins = [alias.get(f, f) for f in node.fanins]
     expr = factor(cube_literals(node.cubes, fanins), counter)
     if expr == ("const1",):
         return 0
@@ -286,11 +348,22 @@ def node_cost(node, counter):
 
 
 def netlist_cost(netlist):
-    """The Cost of a netlist: every node decomposed into two-input gates and inverters (see module docstring)."""
+    """The Cost of a netlist: constants propagated and buffers resolved, then every node some output depends on
+    decomposed into two-input gates and inverters (see module docstring)."""
+    const, alias, funcs = simplify(netlist)
+    live = live_nets(netlist, alias, funcs)
     counter = _Counter(netlist.inputs)
+    for net in const:
+        counter.arrival[net] = 0
     for name in netlist.topological_order():
-        counter.arrival[name] = node_cost(netlist.nodes[name], counter)
-    depth = max((counter.arrival.get(o, 0) for o in netlist.outputs), default=0)
+        if name not in live:
+            continue
+        entry = funcs[name]
+        if entry[0] == "cover":
+            counter.arrival[name] = cover_cost(entry[1], counter, alias)
+        else:
+            counter.arrival[name] = decompose(entry[0], entry[1], counter, name)
+    depth = max((counter.arrival.get(alias.get(o, o), 0) for o in netlist.outputs), default=0)
     return Cost(cells=dict(sorted(counter.cells.items())), depth=depth)
 
 

@@ -69,6 +69,37 @@ def test_cost_equals_hand_counts_for_small_adders():
     assert netlist_cost(generators.truncated_adder(2, 2)).gates == 0
 
 
+def test_cost_propagates_constants_and_skips_dead_logic():
+    from circuits.blif import parse_blif
+
+    netlist = parse_blif("""
+.model t
+.inputs a b
+.outputs y z w
+.names one
+1
+.names zero
+.names a one n1
+11 1
+.names n1 b y
+10 1
+01 1
+.names a zero z
+11 1
+.names a b dead
+11 1
+.names n1 w
+0 1
+.end
+""")
+    cost = netlist_cost(netlist)  # y = a ^ b (AND with 1 is a wire), z = 0, w = NOT a, `dead` feeds nothing
+    assert cost.cells == {"XOR2": 1, "NOT": 1} and cost.depth == 1
+    # the lowest cell of a ripple adder without carry-in reads constant 0: MAJ(a, b, 0) = a & b, and the MAJ
+    # cell's sum NOT MAJ is its complement: one two-input gate and one inverter
+    lowest = netlist_cost(generators.ripple_carry_adder(1, cell="maj", approx_bits=1))
+    assert lowest.gates == 1 and lowest.inverters == 1 and lowest.depth == 2
+
+
 def test_cost_of_exact_ripple_adders_grows_linearly_with_width():
     costs = [netlist_cost(generators.ripple_carry_adder(n)) for n in range(2, 13)]
     steps = {(b.gates - a.gates, round(b.area - a.area, 3), b.depth - a.depth) for a, b in zip(costs, costs[1:])}
