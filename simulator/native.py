@@ -4,8 +4,9 @@
 `include_dir`) into a shared library under `$AXNET_CACHE` (default `~/.cache/axnet`)`/engine`, keyed by a hash of
 the source, every header in `include_dir`, the flags, the compiler's version and this CPU; the library is written
 to a temporary file and renamed into place, so concurrent processes never see half a file. A failed build is
-recorded next to it (`<key>.err`, the compiler's message) and not retried for the same key; `AXNET_NATIVE=0` or a
-missing compiler turns native code off. Callers get None and fall back to numpy; `last_error()` says why.
+recorded next to it (`<key>.err`, the compiler's message), reported once as a NativeBuildWarning, and not retried
+for the same key; `AXNET_NATIVE=0` or a missing compiler turns native code off. Callers get None and fall back to
+numpy (or torch); `last_error()` says why.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 # -ffp-contract=off: no fused multiply-adds, so float results round exactly like numpy's separate operations.
@@ -26,6 +28,10 @@ _LOCK = threading.Lock()
 _LOADED = {}  # key -> ctypes.CDLL or None
 _ERRORS = {}  # key -> reason
 _STATE = {"last_error": None}
+
+
+class NativeBuildWarning(UserWarning):
+    """A compiled kernel failed to build (once per library and process); numpy or torch does the work instead."""
 
 
 def enabled():
@@ -133,6 +139,8 @@ def load_library(name, source_text, include_dir, opt="-O2"):
                     _build(cc, source_text, include_dir, target, opt)
                 except RuntimeError as exc:
                     _record_failure(failed, str(exc))
+                    warnings.warn(f"axnet: could not build the compiled {name} kernel, using the slower fallback: "
+                                  f"{str(exc).splitlines()[0][:200]}", NativeBuildWarning, stacklevel=2)
                     raise
             lib = ctypes.CDLL(str(target))
             _STATE["last_error"] = None
