@@ -3,13 +3,16 @@
 - `adder`: the exact AdderNet forward and HardTanh input gradient, the LUT adder table forward and table backward
   (beside the torch references of `dnn.kernels.adder_ops`, whose dispatchers call them).
 - `mult`: the LUT multiplier accumulation and its gradient-LUT backward (beside `dnn.kernels.mult_ops`).
-- `netlist`: per-lane bit-sliced evaluation of a `simulator.program.Program` (beside `simulator.engine`).
+- `netlist`: a `simulator.program.Program` as generated kernels: per-lane bit-sliced evaluation (beside
+  `dnn.kernels.netlist_torch`) and the forward of netlist adder and multiplier layers (beside `dnn.arith.netlist_*`).
+- `accum`: approximate accumulation through an accumulator circuit (beside `dnn.kernels.accum_ops`).
 
 Selection (`use`): the kernels run for CUDA tensors when `triton` imports and one tiny kernel, run once per device,
 gives the right answer; otherwise (no C compiler for Triton's launcher, a GPU Triton does not support) the torch
-paths run, after one warning. The torch paths stay the reference and the fallback. `AXNET_TRITON=0` switches them off; `AXNET_TRITON=force` also runs them on CPU tensors, which needs
-Triton's interpreter (`TRITON_INTERPRET=1`, set before triton is imported): that is how the test suite checks every
-kernel on a machine without a GPU.
+paths run, after one warning. The torch paths stay the reference and the fallback. `AXNET_TRITON=0` switches the
+kernels off; `AXNET_TRITON=force` also runs them on CPU tensors, which needs Triton's interpreter
+(`TRITON_INTERPRET=1`, set before triton is imported): that is how the test suite checks every kernel on a machine
+without a GPU.
 """
 from __future__ import annotations
 
