@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from circuits.errors import AxnetError
-from dnn.arith.base import ELEMENTWISE_CHUNK, FLOAT32_EXACT, _signed, _ste_backward, _TableAdder
+from dnn.arith.base import ELEMENTWISE_CHUNK, FLOAT32_EXACT, _ste_backward, _TableAdder
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
 from dnn.kernels import triton as triton_kernels
