@@ -33,6 +33,7 @@ _INLINE_STEPS = 3000  # bigger circuits get a called (not inlined) function: eac
 _MEMO = {}  # generated source -> NativeCircuit or None
 _MEMO_LOCK = threading.Lock()
 _SMALL = 1 << 14  # below this many lanes a per-lane call runs on one thread
+_NUMPY_LANES = 1 << 14  # lanes per numpy pass of the fallback
 _PENDING_WORK = {}  # generated source -> gate-pattern evaluations requested while not built
 _BY_PROGRAM = {}  # id(program) -> (program, NativeCircuit or None)
 # A build takes about 0.3-0.5 s; numpy evaluates ~1e9 gate-patterns in that time, so smaller jobs skip the compiler.
@@ -317,13 +318,18 @@ def pack_operands(values, widths):
 
 
 def numpy_evaluate_operands(program, values, widths):
-    """Reference per-lane evaluation in numpy: pack, transpose to planes, run the program, transpose back."""
+    """Reference per-lane evaluation in numpy: pack, transpose to planes, run the program, transpose back, in
+    chunks of _NUMPY_LANES lanes so the bit matrices stay in cache."""
     pattern = pack_operands(values, widths)
     n = pattern.size
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    planes = patterns_to_planes(pattern, program.n_inputs)
-    ev = Evaluator(program, planes.shape[1], exhaustive=False)
-    ev.set_inputs(planes)
-    outputs = np.array(ev.run(), dtype=np.uint64).reshape(program.n_outputs, -1)
-    return planes_to_lanes(outputs, n).view(np.int64)
+    out = np.zeros(n, dtype=np.int64)
+    ev = None
+    for lo in range(0, n, _NUMPY_LANES):
+        part = pattern[lo:lo + _NUMPY_LANES]
+        planes = patterns_to_planes(part, program.n_inputs)
+        if ev is None or ev.words != planes.shape[1]:
+            ev = Evaluator(program, planes.shape[1], exhaustive=False)
+        ev.set_inputs(planes)
+        outputs = np.array(ev.run(), dtype=np.uint64).reshape(program.n_outputs, -1)
+        out[lo:lo + part.size] = planes_to_lanes(outputs, part.size).view(np.int64)
+    return out
