@@ -43,12 +43,15 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+CLOCK = {"now": time.perf_counter}  # --clock cpu: process CPU time (steady at 1 thread on a loaded machine)
+
+
 def _time(fn, device):
     _sync(device)
-    start = time.perf_counter()
+    start = CLOCK["now"]()
     fn()
     _sync(device)
-    return time.perf_counter() - start
+    return CLOCK["now"]() - start
 
 
 def paired(base, candidate, repeats, device):
@@ -236,7 +239,14 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, first shape only, no memory runs")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: time by process CPU time, for --threads 1 on a machine other jobs share")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        CLOCK["now"] = time.process_time
     device = torch.device(args.device)
     if args.memory_child:
         memory_child(args.memory_child, device)
