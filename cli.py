@@ -30,7 +30,6 @@ def main():
 # Circuit -> LUT -> metrics / gradient LUT. Each command reads its input, hands the work to circuits, simulator and
 # lutgen, and writes its output through atomic_write, so a failure leaves no partial or clobbered file.
 
-CIRCUIT_SUFFIXES = (".blif", ".pla")
 LUT_FORMATS = ("npz", "appmult", "csv", "adapt")
 FORMAT_BY_SUFFIX = {".npz": "npz", ".txt": "appmult", ".csv": "csv", ".h": "adapt", ".hpp": "adapt"}
 METRIC_ROWS = [("ep_percent", "error probability (EP)", "%"), ("mae", "mean absolute error (MAE)", ""),
@@ -41,23 +40,14 @@ METRIC_ROWS = [("ep_percent", "error probability (EP)", "%"), ("mae", "mean abso
 
 
 def load_circuit(path, top=None, undriven="error"):
-    """Read a .blif or .pla circuit; reader warnings (nets tied to 0) go to stderr as one line each."""
+    """Read a .blif or .pla circuit; reader warnings (dead logic, nets tied to 0) go to stderr as one line each."""
     import warnings
-    from pathlib import Path
 
-    suffix = Path(path).suffix.lower()
-    if suffix not in CIRCUIT_SUFFIXES:
-        raise AxnetError(f"expected a circuit file ending in {' or '.join(CIRCUIT_SUFFIXES)}", path=path)
+    from circuits.read import read_circuit
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if suffix == ".blif":
-            from circuits.blif import read_blif
-            netlist = read_blif(path, top=top, undriven=undriven)
-        else:
-            if top is not None:
-                raise AxnetError("--top applies to BLIF hierarchies, not to a .pla file", path=path)
-            from circuits.pla import read_pla
-            netlist = read_pla(path)
+        netlist = read_circuit(path, top=top, undriven=undriven)
     for w in caught:
         click.echo(f"axnet: warning: {w.message}", err=True)
     return netlist
@@ -278,14 +268,6 @@ def simulate_cmd(circuit, out, fmt, operands, signed, top, undriven):
     click.echo(f"wrote {out} ({fmt}): {lut.describe()}")
 
 
-def guess_reference(operands, n_outputs):
-    """mul when two operands of width >= 2 give a full-width product (n + m outputs), else add."""
-    widths = [w for _, w in operands]
-    if len(widths) == 2 and min(widths) >= 2 and n_outputs == sum(widths):
-        return "mul", f"guessed from {n_outputs} outputs for operands {widths[0]}+{widths[1]} bits"
-    return "add", "the default; pass --reference to choose"
-
-
 @main.command("metrics")
 @click.argument("source", metavar="CIRCUIT|LUT", type=click.Path(dir_okay=False))
 @click.option("--reference", type=click.Choice(["add", "sub", "mul"]), default=None,
@@ -311,20 +293,22 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, overflow, to
     """
     from pathlib import Path
 
-    if Path(source).suffix.lower() in CIRCUIT_SUFFIXES:
+    from circuits.read import is_circuit_path
+    from lutgen.measure import circuit_metrics, lut_metrics, patterns_to_measure
+
+    if is_circuit_path(source):
         netlist = load_circuit(source, top, undriven)
         name = netlist.name
-        reference, why, mode, result = circuit_metrics(netlist, parse_operands_option(operands), reference, signed,
-                                                       samples, seed, overflow)
+        with progress_bar(f"measuring {name}", total=patterns_to_measure(netlist, samples), unit="pattern") as bar:
+            reference, why, mode, result = circuit_metrics(netlist, parse_operands_option(operands), reference, signed,
+                                                           samples, seed, overflow, progress=bar.update)
     else:
         if samples is not None or operands is not None or signed:
             raise AxnetError("--samples, --operands and --signed apply to circuits; a LUT file carries its own")
         from lutgen.formats import load_lut
-        from lutgen.metrics import error_metrics
         lut = load_lut(source)
         name = lut.circuit or Path(source).stem
-        reference, why = (reference, "given") if reference else guess_reference(lut.operands, len(lut.outputs))
-        result, mode = error_metrics(lut, reference, overflow=overflow), "exhaustive (LUT)"
+        reference, why, mode, result = lut_metrics(lut, reference, overflow)
     if as_json:
         echo_json({"circuit": name, "source": source, "reference": reference, "reference_reason": why,
                    "mode": mode, "metrics": {k: to_plain(v) for k, v in result.items()}})
@@ -333,29 +317,6 @@ def metrics_cmd(source, reference, operands, signed, samples, seed, overflow, to
             ("overflow", result.get("overflow", "include"))]
     rows += [(label, format_number(result[key]) + unit) for key, label, unit in METRIC_ROWS if key in result]
     echo_table(rows)
-
-
-def circuit_metrics(netlist, widths, reference, signed, samples, seed, overflow="include"):
-    """(reference, why, mode, metrics) of a circuit: from its LUT when one fits and no sampling was asked for,
-    else streamed (exhaustively or over `samples` random combinations) without building a table."""
-    from lutgen.lut import MAX_LUT_BITS
-    from lutgen.metrics import error_metrics, stream_metrics
-    from lutgen.operands import group_operands
-
-    ops = group_operands(netlist.inputs, widths)
-    if reference:
-        why = "given"
-    else:
-        reference, why = guess_reference([(op.name, op.width) for op in ops], len(netlist.outputs))
-    if samples is None and len(netlist.inputs) <= MAX_LUT_BITS:
-        lut = simulate_netlist(netlist, widths, signed)
-        return reference, why, "exhaustive", error_metrics(lut, reference, overflow=overflow)
-    total = samples or (1 << len(netlist.inputs))
-    with progress_bar(f"measuring {netlist.name}", total=total, unit="pattern") as bar:
-        result = stream_metrics(netlist, ops, reference, signed=signed, progress=bar.update, samples=samples,
-                                seed=seed, overflow=overflow)
-    mode = f"{samples} random samples (seed {seed})" if samples else "exhaustive, streamed"
-    return reference, why, mode, result
 
 
 def to_plain(value):
