@@ -233,12 +233,14 @@ static void channel_weight_grad(const float *H, const float *mw, int Vw, int V, 
 }
 
 /* A pixel of the sorted walk: its image, padded row and column. */
-typedef struct { int n, r, col; } pixel_t;
+typedef struct { long g; unsigned mask; int n, r, col; } pixel_t;  /* g, mask: see sort_by_value */
 
 /* One channel's pixels of images n0..n1-1 that some output reads, sorted by value (a counting sort; `start` gets
- * V + 1 run starts), so the pixels of one value share that value's table rows. */
+ * V + 1 run starts), so the pixels of one value share that value's table rows. Each pixel also carries its valid
+ * taps as bits and the offset of the output-gradient row at (n, r, col): with unit strides the row tap (i, j) reads
+ * is that offset minus (i*dh*Wo + j*dw) rows. */
 static void sort_by_value(const int32_t *ip, int C, int c, int n0, int n1, int Hp, int Wp, int V, const int *rows,
-                          const int *cols, int kh, int kw, int *start, pixel_t *order) {
+                          const int *cols, int kh, int kw, int Ho, int Wo, long gs, int *start, pixel_t *order) {
     memset(start, 0, sizeof(int) * (V + 1));
     for (int pass = 0; pass < 2; pass++) {
         for (int n = n0; n < n1; n++)
@@ -252,7 +254,16 @@ static void sort_by_value(const int32_t *ip, int C, int c, int n0, int n1, int H
                     for (int j = 0; j < kw; j++) read |= cols[col * kw + j] >= 0;
                     if (!read) continue;
                     if (pass == 0) start[irow[col] + 1]++;
-                    else order[start[irow[col]]++] = (pixel_t){n, r, col};
+                    else {
+                        pixel_t *px = order + start[irow[col]]++;
+                        *px = (pixel_t){0, 0, n, r, col};
+                        if (Ho > 0 && kh * kw <= 32) {  /* valid taps as bits; unit strides: rows at fixed offsets */
+                            for (int i = 0; i < kh; i++)
+                                for (int j = 0; j < kw; j++)
+                                    if (rows[r * kh + i] >= 0 && cols[col * kw + j] >= 0) px->mask |= 1u << (i * kw + j);
+                            px->g = (((long)n * Ho + r) * Wo + col) * gs;
+                        }
+                    }
                 }
             }
         if (pass == 0)
@@ -267,17 +278,25 @@ static void sort_by_value(const int32_t *ip, int C, int c, int n0, int n1, int H
  * value's table row and the scatter sum stay in registers: no read-modify-write of table rows per pixel. */
 static inline __attribute__((always_inline)) void run_tap(const pixel_t *run, int count, const int *rows,
                                                           const int *cols, int kh, int kw, int i, int j, int Ho,
-                                                          int Wo, long gs, const float *gt, const float *Av, float *Hv,
-                                                          f32v *part, const int NV, const int DO_A, const int DO_H) {
+                                                          int Wo, long gs, long tap_back, const float *gt,
+                                                          const float *Av, float *Hv, f32v *part, const int NV,
+                                                          const int DO_A, const int DO_H) {
     f32v a[4], h[4];
     for (int q = 0; q < NV; q++) {
         if (DO_A) a[q] = load_f32(Av + 16 * q);
         h[q] = (f32v){0};
     }
+    const unsigned bit = 1u << (i * kw + j);
     for (int e = 0; e < count; e++) {
-        const int oh = rows[run[e].r * kh + i], ow = cols[run[e].col * kw + j];
-        if (oh < 0 || ow < 0) continue;
-        const float *g = gt + (((long)run[e].n * Ho + oh) * Wo + ow) * gs;
+        const float *g;
+        if (tap_back >= 0) {  /* unit strides: a fixed offset from the pixel's own row */
+            if (!(run[e].mask & bit)) continue;
+            g = gt + run[e].g - tap_back;
+        } else {
+            const int oh = rows[run[e].r * kh + i], ow = cols[run[e].col * kw + j];
+            if (oh < 0 || ow < 0) continue;
+            g = gt + (((long)run[e].n * Ho + oh) * Wo + ow) * gs;
+        }
         f32v t = {0};
         for (int q = 0; q < NV; q++) {
             const f32v gq = load_f32(g + 16 * q);
@@ -314,6 +333,7 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                      int pw, int H, int W, int chunk, int threads) {
     const int Cg = C / G, Og = O / G, Ogp = (Og + 15) / 16 * 16, taps = kh * kw, Kg = Cg * taps;
     const long ctab = (long)taps * V * Ogp, gs = (long)G * Ogp, vrow = (long)taps * Ogp, plane = (long)Hp * Wp;
+    const int unit = sh == 1 && sw == 1 && taps <= 32;  /* tap rows at fixed offsets from the pixel's (see sort) */
     int *rows = malloc(sizeof(int) * ((long)Hp * kh + (long)Wp * kw));
     int *cols = rows + (long)Hp * kh;
     reader_table(rows, Hp, kh, sh, dh, Ho);
@@ -335,7 +355,7 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                 for (int o = 0; o < Ogp; o++) wt[j * Ogp + o] = o < Og ? wi[(long)(g * Og + o) * Kg + cl * taps + j] : 0;
             for (int n0 = 0; n0 < N; n0 += chunk) {
                 const int n1 = n0 + chunk < N ? n0 + chunk : N;
-                sort_by_value(ip, C, c, n0, n1, Hp, Wp, V, rows, cols, kh, kw, start, order);
+                sort_by_value(ip, C, c, n0, n1, Hp, Wp, V, rows, cols, kh, kw, Ho, Wo, gs, start, order);
                 const float *gc = gt + (long)g * Ogp;
                 for (int v = 0; v < V; v++) {
                     const int count = start[v + 1] - start[v];
@@ -352,11 +372,14 @@ void table_grads_f32(const int32_t *ip, const float *ma, const float *bias, cons
                         for (int i = 0; i < kh; i++)
                             for (int j = 0; j < kw; j++) {
                                 const long off = v * vrow + (long)(i * kw + j) * Ogp + o0;
+                                const long back = unit ? ((long)i * dh * Wo + (long)j * dw) * gs : -1;
                                 const float *Av = A ? A + off : NULL;
                                 float *Hv = Hs ? Hs + off : NULL;
                                 switch (nv * 4 + (Av ? 1 : 0) + (Hv ? 2 : 0)) {
 #define RUN_TAP(NV, M) \
-    case NV * 4 + M: run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, gc + o0, Av, Hv, part, NV, M & 1, M >> 1); break;
+    case NV * 4 + M:                                                                                                \
+        run_tap(run, count, rows, cols, kh, kw, i, j, Ho, Wo, gs, back, gc + o0, Av, Hv, part, NV, M & 1, M >> 1);  \
+        break;
 #define RUN_TAPS(NV) RUN_TAP(NV, 1) RUN_TAP(NV, 2) RUN_TAP(NV, 3)
                                     RUN_TAPS(1) RUN_TAPS(2) RUN_TAPS(3) RUN_TAPS(4)
                                 }
