@@ -6,13 +6,14 @@
  * per-tap tables T[k][v][o] = mat[v][wi[o][k]] (Og outputs padded to Ogp, a multiple of 16), so one output pixel
  * sums one table row per tap: a few vector loads and adds over the contiguous output channels.
  *
- * Forward: all tables are folded once per call (int16 rows when the entries fit, else int32), then tiles of output
- * pixels run one input channel at a time, so one channel's tables (kh*kw*V*Ogp entries) stay in L2 while the
- * tile's int32 accumulators (tile*Ogp) stay in L2 too. An epilogue writes the float output NCHW.
- * Backward (gradient tables): threads own whole input channels, so one channel's folded input-slope table and its
- * scatter table H[k][v][o] (sum of the output gradient over the pixels whose tap k reads v) are per-thread scratch
- * that stays in L2; the weight gradient of the channel's taps is taken from H right away. No per-thread copies of
- * the full K*V*O tables, no reduction afterwards, and every float sum runs in a fixed order (reproducible). */
+ * Forward: all tables are folded once per call (int16 rows when the entries fit, else int32), then each tile of
+ * output pixels runs the input channels in turn, so one channel's tables (kh*kw*V*Ogp entries) stay in L2 beside the
+ * tile's int32 accumulators while the next channel's are prefetched. An epilogue writes the float output NCHW.
+ * Backward (gradient tables): threads own whole input channels; a channel's pixels are walked sorted by value, tap
+ * by tap, so each value's slope row and its scatter sum H[k][v][:] (the output gradient summed over the pixels whose
+ * tap k reads v) stay in registers and one output-gradient row read serves both gradients; the weight gradient of
+ * the channel's taps is taken from H right away. No K*V*O tables per thread, no reduction afterwards, and every
+ * float sum runs in a fixed order (reproducible). */
 #include "vec.h"
 
 typedef int32_t i32v __attribute__((vector_size(64)));  /* 16 int32 lanes */
@@ -36,48 +37,38 @@ static void tap_offsets(int *offs, int kh, int kw, int dh, int dw, int Wp) {
         for (int j = 0; j < kw; j++) offs[i * kw + j] = i * dh * Wp + j * dw;
 }
 
-/* dst[v][o] = mat[v][wi[o][k]] (+ bias[o]) for one tap k of outputs o0..o0+Og-1; zero for Og <= o < Ogp. With
- * AVX-512, 16 outputs per gather (an int16 entry is read as the low half of a 32-bit load: `mat` carries slack). */
+/* dst[v][o] = mat[v][wi[o][k]] for one tap k of outputs o0..o0+Og-1; zero for Og <= o < Ogp. With AVX-512,
+ * 16 outputs per gather (an int16 entry is read as the low half of a 32-bit load: `mat` carries slack). */
 #if defined(__AVX512F__)
-#define GATHER16(T, base, idx, mask)                                                                                \
-    (sizeof(T) == 2 ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base, 2)                      \
-                    : _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, base, 4))
 #define FOLD(NAME, T)                                                                                               \
     static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
-                     const float *bias, T *dst, long stride) {                                                      \
+                     T *dst) {                                                                                      \
         for (int b = 0; b < Ogp; b += 16) {                                                                         \
             int32_t w[16];                                                                                          \
-            float add[16];                                                                                          \
-            for (int l = 0; l < 16; l++) {                                                                          \
-                w[l] = b + l < Og ? wi[(long)(o0 + b + l) * Kg + k] : 0;                                           \
-                add[l] = bias && b + l < Og ? bias[o0 + b + l] : 0.0f;                                              \
-            }                                                                                                       \
+            for (int l = 0; l < 16; l++) w[l] = b + l < Og ? wi[(long)(o0 + b + l) * Kg + k] : 0;                 \
             const __mmask16 mask = (__mmask16)(Og - b >= 16 ? 0xFFFF : (1u << (Og - b)) - 1);                     \
             __m512i idx = _mm512_loadu_si512(w);                                                                    \
             const __m512i vw = _mm512_set1_epi32(Vw);                                                               \
-            const __m512 extra = _mm512_loadu_ps(add);                                                              \
             for (int v = 0; v < V; v++, idx = _mm512_add_epi32(idx, vw)) {                                          \
-                const __m512i g = GATHER16(T, mat, idx, mask);                                                      \
-                T *d = dst + (long)v * stride + b;                                                                  \
+                T *d = dst + (long)v * Ogp + b;                                                                     \
                 if (sizeof(T) == 2)                                                                                 \
-                    _mm256_storeu_si256((__m256i *)d, _mm512_cvtepi32_epi16(g));                                    \
-                else if ((T)0.5f == 0)                                                                              \
-                    _mm512_storeu_si512(d, g);                                                                      \
+                    _mm256_storeu_si256((__m256i *)d, _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(           \
+                                                          _mm512_setzero_si512(), mask, idx, mat, 2)));             \
                 else                                                                                                \
-                    _mm512_storeu_ps(d, _mm512_maskz_add_ps(mask, _mm512_castsi512_ps(g), extra));                 \
+                    _mm512_storeu_si512(d, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, idx, mat, 4)); \
             }                                                                                                       \
         }                                                                                                           \
     }
 #else
 #define FOLD(NAME, T)                                                                                               \
     static void NAME(const T *mat, int Vw, int V, const int32_t *wi, int Kg, int o0, int Og, int Ogp, long k,       \
-                     const float *bias, T *dst, long stride) {                                                      \
+                     T *dst) {                                                                                      \
         int32_t w[Og > 0 ? Og : 1];                                                                                 \
         for (int o = 0; o < Og; o++) w[o] = wi[(long)(o0 + o) * Kg + k];                                            \
         for (int v = 0; v < V; v++) {                                                                               \
             const T *row = mat + (long)v * Vw;                                                                      \
-            T *d = dst + (long)v * stride;                                                                          \
-            for (int o = 0; o < Og; o++) d[o] = row[w[o]] + (bias ? (T)bias[o0 + o] : (T)0);                      \
+            T *d = dst + (long)v * Ogp;                                                                             \
+            for (int o = 0; o < Og; o++) d[o] = row[w[o]];                                                          \
             for (int o = Og; o < Ogp; o++) d[o] = 0;                                                                \
         }                                                                                                           \
     }
@@ -162,7 +153,7 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
         for (int o = 0; o < O; o++) need_sx |= aff[O + o] != 0.0;  /* the activation sums only matter when b != 0 */\
         _Pragma("omp parallel num_threads(threads)") {                                                              \
             _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
-                FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, NULL, tab + gk * V * Ogp, Ogp);     \
+                FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, tab + gk * V * Ogp);                \
             int32_t *acc = work + (long)omp_get_thread_num() * tile * (Ogp + 3), *sx = acc + (long)tile * Ogp;     \
             long *pbase = (long *)(sx + tile);                                                                      \
             _Pragma("omp for schedule(dynamic, 1)") for (long t = 0; t < (long)G * tiles; t++) {                    \
