@@ -22,27 +22,11 @@ from circuits.errors import AxnetError
 from dnn.arith.base import ELEMENTWISE_CHUNK, FLOAT32_EXACT, _ste_backward, _TableAdder
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
+from dnn.kernels.netlist_torch import window_points
 from dnn.kernels import triton as triton_kernels
 
 TABLE_BITS = 8  # up to here the (V, V) domain table (V = 2^(n-1) - 1) is cheaper than per-pair evaluation
 GRADS = ("ste", "diff")
-
-
-def window_points(index, size, half_window):
-    """(up1, up0, dn0, dn1, den) of the shrink-rule slope at integer positions `index` of an axis of `size` points:
-    slope = (v[up1] + v[up0] - v[dn0] - v[dn1]) / den, as `lutgen.gradient.shrink_gradient` computes it (a central
-    window of half width min(w, i-1, size-2-i), and a one-sided difference at either end)."""
-    index = index.clamp(0, size - 1)  # float32 quantization of 26+ bit operands can round qmax up: the edge's slope
-    h = torch.clamp(torch.minimum(torch.minimum(index - 1, size - 2 - index), torch.full_like(index, half_window)),
-                    min=0)
-    up1, up0, dn0, dn1, den = index + h + 1, index + h, index - h, index - h - 1, 2 * (2 * h + 1)
-    first, last = index == 0, index == size - 1
-    up1, up0 = torch.where(first, 1, up1), torch.where(first, 1, up0)
-    dn0, dn1 = torch.where(first, 0, dn0), torch.where(first, 0, dn1)
-    up1, up0 = torch.where(last, size - 1, up1), torch.where(last, size - 1, up0)
-    dn0, dn1 = torch.where(last, size - 2, dn0), torch.where(last, size - 2, dn1)
-    den = torch.where(first | last, 2, den)
-    return up1, up0, dn0, dn1, den
 
 
 class NetlistAdder(_TableAdder):

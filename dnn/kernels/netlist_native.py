@@ -168,8 +168,7 @@ def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_
     lib = _library(adder_grad_source(program, bits), "nl_adder_diff_backward")
     if lib is None:
         return None
-    from dnn.arith.netlist_adder import window_points
-    from dnn.kernels.netlist_torch import broadcast_planes
+    from dnn.kernels.netlist_torch import broadcast_planes, window_points
     n, c, h, w = xq.shape
     o = wq.shape[0]
     ho, wo = geom.output_size(h, w)

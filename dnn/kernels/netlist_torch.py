@@ -94,3 +94,20 @@ def evaluate_lanes(program, operands, widths):
         planes = [p.expand(words[0].shape) if p.shape != words[0].shape else p for p in planes]
         out[start:start + length] = unpack_planes(torch.stack(planes), length) if planes else 0
     return out.view(shape)
+
+
+def window_points(index, size, half_window):
+    """(up1, up0, dn0, dn1, den) of the shrink-rule slope at integer positions `index` of an axis of `size` points:
+    slope = (v[up1] + v[up0] - v[dn0] - v[dn1]) / den, as `lutgen.gradient.shrink_gradient` computes it (a central
+    window of half width min(w, i-1, size-2-i), and a one-sided difference at either end)."""
+    index = index.clamp(0, size - 1)  # float32 quantization of 26+ bit operands can round qmax up: the edge's slope
+    h = torch.clamp(torch.minimum(torch.minimum(index - 1, size - 2 - index), torch.full_like(index, half_window)),
+                    min=0)
+    up1, up0, dn0, dn1, den = index + h + 1, index + h, index - h, index - h - 1, 2 * (2 * h + 1)
+    first, last = index == 0, index == size - 1
+    up1, up0 = torch.where(first, 1, up1), torch.where(first, 1, up0)
+    dn0, dn1 = torch.where(first, 0, dn0), torch.where(first, 0, dn1)
+    up1, up0 = torch.where(last, size - 1, up1), torch.where(last, size - 1, up0)
+    dn0, dn1 = torch.where(last, size - 2, dn0), torch.where(last, size - 2, dn1)
+    den = torch.where(first | last, 2, den)
+    return up1, up0, dn0, dn1, den
