@@ -258,12 +258,13 @@ def read_text(path, kind="file"):
         raise AxnetError(f"is a directory, expected a {kind}", path=path) from None
     except OSError as e:
         raise AxnetError(f"cannot read: {e.strerror}", path=path) from None
-    if not data.strip():
-        raise AxnetError("empty file", path=path)
     try:
-        return data.decode("utf-8").removeprefix("\ufeff")  # a BOM (as some Windows editors write) is not content
+        text = data.decode("utf-8").removeprefix("\ufeff")  # a BOM (as some Windows editors write) is not content
     except UnicodeDecodeError:
         raise AxnetError(f"not a text file (cannot decode it as UTF-8), expected a {kind}", path=path) from None
+    if not text.strip():  # after the BOM: a file holding only a BOM is empty too
+        raise AxnetError("empty file", path=path)
+    return text
 
 
 def file_sha256(path):

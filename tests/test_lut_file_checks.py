@@ -254,3 +254,15 @@ def test_sampled_value_distances_agree_with_the_full_table():
     d_add, d_mul = value_distances(lut)
     assert abs(d_add - full_add) < 0.02 * full_add and abs(d_mul - full_mul) < 0.05 * full_mul
     assert guess_reference(lut)[0] == "mul"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt", ".h", ".blif", ".pla"])
+def test_a_file_holding_only_a_bom_is_empty(tmp_path, suffix):
+    """Found by the fuzz run: a lone UTF-8 BOM once reached the CSV parser as a file with no lines."""
+    from circuits.read import read_circuit
+    from lutgen.formats import load_lut
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf\n")
+    reader = read_circuit if suffix in (".blif", ".pla") else load_lut
+    with pytest.raises(AxnetError, match="empty file"):
+        reader(path)
