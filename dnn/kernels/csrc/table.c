@@ -99,6 +99,40 @@ static inline i32v widen_i16(const int16_t *p) { return load_i16(p); }
 PIXEL_SUMS(pixel_sums_i16, int16_t, widen_i16)
 PIXEL_SUMS(pixel_sums_i32, int32_t, load_i32)
 
+typedef int16_t i16w __attribute__((vector_size(64)));  /* 32 int16 lanes */
+
+/* pixel_sums_i16 when the taps' int16 entries cannot overflow int16 summed (taps * max|entry| < 2^15, e.g. adder
+ * differences): the taps are summed in int16, 32 outputs per vector, and widened once per pixel and channel. */
+static inline __attribute__((always_inline)) void pixel_sums_n16(const int32_t *base, const int *offs, int taps,
+                                                                 const int16_t *tab, long V, int Ogp, int32_t *acc,
+                                                                 const int NV) {
+    const int NW = NV / 2, odd = NV & 1;
+    i16w s[4];
+    i16v s1 = {0};
+    for (int w = 0; w < NW; w++) s[w] = (i16w){0};
+    for (int k = 0; k < taps; k++) {
+        const int16_t *row = tab + ((long)k * V + base[offs[k]]) * Ogp;
+        for (int w = 0; w < NW; w++) {
+            i16w x;
+            memcpy(&x, row + 32 * w, sizeof x);
+            s[w] += x;
+        }
+        if (odd) {
+            i16v x;
+            memcpy(&x, row + 32 * NW, sizeof x);
+            s1 += x;
+        }
+    }
+    for (int w = 0; w < NW; w++) {
+        i16v lo, hi;
+        memcpy(&lo, &s[w], sizeof lo);
+        memcpy(&hi, (const char *)&s[w] + sizeof lo, sizeof hi);
+        store_i32(acc + 32 * w, load_i32(acc + 32 * w) + __builtin_convertvector(lo, i32v));
+        store_i32(acc + 32 * w + 16, load_i32(acc + 32 * w + 16) + __builtin_convertvector(hi, i32v));
+    }
+    if (odd) store_i32(acc + 32 * NW, load_i32(acc + 32 * NW) + __builtin_convertvector(s1, i32v));
+}
+
 /* Dispatch on the number of 16-output vectors (up to 8 per pass), so the accumulators live in registers. */
 #define CHANNEL_PASS(NAME, T, PIX)                                                                                  \
     static inline void NAME(const int32_t *base, const int *offs, int taps, const T *tab, long V, int Ogp,         \
@@ -119,6 +153,7 @@ PIXEL_SUMS(pixel_sums_i32, int32_t, load_i32)
         }                                                                                                           \
     }
 CHANNEL_PASS(channel_pass_i16, int16_t, pixel_sums_i16)
+CHANNEL_PASS(channel_pass_n16, int16_t, pixel_sums_n16)
 CHANNEL_PASS(channel_pass_i32, int32_t, pixel_sums_i32)
 
 /* out[n, g*Og+o, p] = (float)(((double)acc[p][o] + a[o] + b[o] * sx[p]) * s[o]) for one tile (aff = a, b, s):
@@ -141,7 +176,7 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
 /* The forward sums over tiles of `tile` output pixels; work holds threads * tile * (Ogp + 3) int32. While one
  * channel's tables are summed, the next channel's are prefetched into L2 a few lines per pixel: the tables of all
  * channels (K*V*Ogp entries, megabytes) come from L3 once per tile, in sequence instead of by random misses. */
-#define TABLE_SUMS(NAME, T, FOLDF, PASS)                                                                            \
+#define TABLE_SUMS(NAME, T, FOLDF, PASS, NARROW)                                                                    \
     void NAME(const int32_t *ip, const T *mat, int Vw, int V, const int32_t *wi, T *tab, int32_t *work,            \
               const double *aff, float *out, int N, int C, int Hp, int Wp, int O, int G, int kh, int kw, int sh,   \
               int sw, int dh, int dw, int Ho, int Wo, int tile, int threads) {                                     \
@@ -151,6 +186,9 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
         int offs[taps], need_sx = 0;                                                                                \
         tap_offsets(offs, kh, kw, dh, dw, Wp);                                                                      \
         for (int o = 0; o < O; o++) need_sx |= aff[O + o] != 0.0;  /* the activation sums only matter when b != 0 */\
+        long biggest = 0;                                                                                           \
+        for (long e = 0; e < (long)V * Vw; e++) biggest = labs((long)mat[e]) > biggest ? labs((long)mat[e]) : biggest; \
+        const int narrow = sizeof(T) == 2 && biggest * taps < 32768;                                                \
         _Pragma("omp parallel num_threads(threads)") {                                                              \
             _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
                 FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, tab + gk * V * Ogp);                \
@@ -173,7 +211,10 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
                     for (long p = 0; p < count; p++) {                                                              \
                         const int32_t *base = cip + pbase[p];                                                       \
                         for (long l = 0; l < step && next < end; l++, next += 64) __builtin_prefetch(next, 0, 2);   \
-                        PASS(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                      \
+                        if (narrow)                                                                                 \
+                            NARROW(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                \
+                        else                                                                                        \
+                            PASS(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                  \
                         if (need_sx) {                                                                              \
                             int s = 0;                                                                              \
                             for (int k = 0; k < taps; k++) s += base[offs[k]];                                      \
@@ -188,8 +229,8 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
 
 /* out[n,o,p] = (sum_k T[k, ip[n, c, oh*sh+i*dh, ow*sw+j*dw], o] + a[o] + b[o] * sum_k ip[...]) * s[o] with
  * k = (c, i, j) over the group's channels, T folded from the int16 (or int32) value-major matrix `mat`. */
-TABLE_SUMS(table_sums_i16, int16_t, fold_i16, channel_pass_i16)
-TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32)
+TABLE_SUMS(table_sums_i16, int16_t, fold_i16, channel_pass_i16, channel_pass_n16)
+TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32, channel_pass_i32)
 
 /* Output row (column) of each padded row r (column) through filter row i (column j), or -1: computed once per call,
  * not per pixel (divisions by the stride). */
