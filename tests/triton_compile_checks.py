@@ -97,8 +97,8 @@ def check_generated_netlist_kernels():
                                  "circuit")
     yield _compile(module.circuit, dict(v0_ptr="i64", v1_ptr="i64", out_ptr="i64"), dict(n="i32"),
                    dict(WORDS=netlist.WORDS))
-    wide = NetlistAdder(ripple_carry_adder(12, "ama2", 4)).program  # the sum bits only, as the layer runs it
-    module = netlist.load_module(netlist.adder_kernel_source(wide, 12), "adder")
+    wide = NetlistAdder(ripple_carry_adder(32, "ama2", 8)).program  # the widest adder layer: the most live signals
+    module = netlist.load_module(netlist.adder_kernel_source(wide, 32), "adder")
     yield _compile(module.adder_sums, dict(x_ptr="i32", w_ptr="i32", y_ptr="i64"), GEOMETRY,
                    dict(KH=3, KW=3, BP=netlist.ADDER_BLOCK_P, BO=netlist.ADDER_BLOCK_O))
     product = NetlistMultiplier(array_multiplier(8, 8), mode="signed").program
@@ -110,7 +110,7 @@ def check_generated_netlist_kernels():
 def check_generated_accumulator_kernel():
     from dnn.arith.accumulate import Accumulator
     from dnn.kernels.triton import accum
-    acc = Accumulator("loa:16:k=4")
+    acc = Accumulator("rca:32:cell=maj:k=8")  # a wide accumulator: 32 running bits live across the loop
     program = acc._program
     module = accum.load_module(accum.kernel_source(program, acc.a_inputs, acc.b_inputs, program.output_slots),
                                "accum")

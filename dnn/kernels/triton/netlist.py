@@ -155,17 +155,18 @@ def adder_kernel_source(program, bits):
              "    K = C * KH * KW",
              "    zero = tl.zeros([BP, BO], dtype=tl.int32)",
              "    acc = tl.zeros([BP, BO], dtype=tl.int64)",
-             "    for c in range(C):",
-             "        for i in tl.static_range(KH):",
-             "            for j in tl.static_range(KW):",
-             "                h = ho * SH - PH + i * DH",
-             "                w = wo * SW - PW + j * DW",
-             "                inside = pm & (h >= 0) & (h < H) & (w >= 0) & (w < W)",
-             "                xv = tl.load(x_ptr + ((n * C + c) * H + h) * W + w, mask=inside, other=0).to(tl.int64)",
-             "                wv = tl.load(w_ptr + o * K + (c * KH + i) * KW + j, mask=om, other=0).to(tl.int64)",
-             "                nx = (-xv)[:, None]",
-             "                wb = wv[None, :]"]
-    pad = " " * 16
+             "    for k in range(K):  # a runtime loop: unrolled taps spilled registers for 32-bit circuits",
+             "        j = k % KW",
+             "        i = (k // KW) % KH",
+             "        c = k // (KW * KH)",
+             "        h = ho * SH - PH + i * DH",
+             "        w = wo * SW - PW + j * DW",
+             "        inside = pm & (h >= 0) & (h < H) & (w >= 0) & (w < W)",
+             "        xv = tl.load(x_ptr + ((n * C + c) * H + h) * W + w, mask=inside, other=0).to(tl.int64)",
+             "        wv = tl.load(w_ptr + o * K + k, mask=om, other=0).to(tl.int64)",
+             "        nx = (-xv)[:, None]",
+             "        wb = wv[None, :]"]
+    pad = " " * 8
     lines += [f"{pad}s{slot} = -((wb >> {b}) & 1).to(tl.int32)" for b, slot in enumerate(range(bits))]
     lines += [f"{pad}s{slot} = -((nx >> {b}) & 1).to(tl.int32)" for b, slot in enumerate(range(bits, 2 * bits))]
     gates, name = gate_lines(program, indent=pad)
