@@ -129,7 +129,7 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
         # calibrated for one back-end and then again for another is not what either row means (and scored 36%
         # instead of 72.6% under the circuit on runs/demo/float)
         model = model_from_checkpoint(ckpt).to(device)
-        row_accum = accum if arith is not None else None
+        row_accum = accum if arith is before else None  # float and quantized exact stay the exact-sum baselines
         rows.append({"row": name, "arith": accum_label(arith_label(arith), row_accum),
                      "accuracy": accuracy_under(model, arith, data, device, accum=row_accum),
                      "epochs": 0, "seconds": 0.0})
