@@ -101,36 +101,61 @@ PIXEL_SUMS(pixel_sums_i32, int32_t, load_i32)
 
 typedef int16_t i16w __attribute__((vector_size(64)));  /* 32 int16 lanes */
 
-/* pixel_sums_i16 when the taps' int16 entries cannot overflow int16 summed (taps * max|entry| < 2^15, e.g. adder
- * differences): the taps are summed in int16, 32 outputs per vector, and widened once per pixel and channel. */
+/* pixel_sums_i16 summing `group` taps at a time in int16 (the caller checked group * max|entry| < 2^15, as adder
+ * differences allow), 32 outputs per vector, widened into int32 once per group. */
 static inline __attribute__((always_inline)) void pixel_sums_n16(const int32_t *base, const int *offs, int taps,
                                                                  const int16_t *tab, long V, int Ogp, int32_t *acc,
-                                                                 const int NV) {
+                                                                 int group, const int NV) {
     const int NW = NV / 2, odd = NV & 1;
-    i16w s[4];
-    i16v s1 = {0};
-    for (int w = 0; w < NW; w++) s[w] = (i16w){0};
-    for (int k = 0; k < taps; k++) {
-        const int16_t *row = tab + ((long)k * V + base[offs[k]]) * Ogp;
+    i32v r[8];
+    for (int q = 0; q < NV; q++) r[q] = load_i32(acc + 16 * q);
+    for (int k0 = 0; k0 < taps; k0 += group) {
+        const int k1 = k0 + group < taps ? k0 + group : taps;
+        i16w s[4];
+        i16v s1 = {0};
+        for (int w = 0; w < NW; w++) s[w] = (i16w){0};
+        for (int k = k0; k < k1; k++) {
+            const int16_t *row = tab + ((long)k * V + base[offs[k]]) * Ogp;
+            for (int w = 0; w < NW; w++) {
+                i16w x;
+                memcpy(&x, row + 32 * w, sizeof x);
+                s[w] += x;
+            }
+            if (odd) {
+                i16v x;
+                memcpy(&x, row + 32 * NW, sizeof x);
+                s1 += x;
+            }
+        }
         for (int w = 0; w < NW; w++) {
-            i16w x;
-            memcpy(&x, row + 32 * w, sizeof x);
-            s[w] += x;
+            i16v lo, hi;
+            memcpy(&lo, &s[w], sizeof lo);
+            memcpy(&hi, (const char *)&s[w] + sizeof lo, sizeof hi);
+            r[2 * w] += __builtin_convertvector(lo, i32v);
+            r[2 * w + 1] += __builtin_convertvector(hi, i32v);
         }
-        if (odd) {
-            i16v x;
-            memcpy(&x, row + 32 * NW, sizeof x);
-            s1 += x;
+        if (odd) r[2 * NW] += __builtin_convertvector(s1, i32v);
+    }
+    for (int q = 0; q < NV; q++) store_i32(acc + 16 * q, r[q]);
+}
+
+/* Dispatch on the number of 16-output vectors (up to 8 per pass) for the int16-sum path. */
+static inline void channel_pass_n16(const int32_t *base, const int *offs, int taps, const int16_t *tab, long V,
+                                    int Ogp, int32_t *acc, int group) {
+    for (int o0 = 0; o0 < Ogp; o0 += 128) {
+        const int16_t *t = tab + o0;
+        int32_t *a = acc + o0;
+        switch ((Ogp - o0 < 128 ? Ogp - o0 : 128) / 16) {
+        case 1: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 1); break;
+        case 2: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 2); break;
+        case 3: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 3); break;
+        case 4: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 4); break;
+        case 5: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 5); break;
+        case 6: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 6); break;
+        case 7: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 7); break;
+        default: pixel_sums_n16(base, offs, taps, t, V, Ogp, a, group, 8); break;
         }
     }
-    for (int w = 0; w < NW; w++) {
-        i16v lo, hi;
-        memcpy(&lo, &s[w], sizeof lo);
-        memcpy(&hi, (const char *)&s[w] + sizeof lo, sizeof hi);
-        store_i32(acc + 32 * w, load_i32(acc + 32 * w) + __builtin_convertvector(lo, i32v));
-        store_i32(acc + 32 * w + 16, load_i32(acc + 32 * w + 16) + __builtin_convertvector(hi, i32v));
-    }
-    if (odd) store_i32(acc + 32 * NW, load_i32(acc + 32 * NW) + __builtin_convertvector(s1, i32v));
 }
 
 /* Dispatch on the number of 16-output vectors (up to 8 per pass), so the accumulators live in registers. */
@@ -153,7 +178,6 @@ static inline __attribute__((always_inline)) void pixel_sums_n16(const int32_t *
         }                                                                                                           \
     }
 CHANNEL_PASS(channel_pass_i16, int16_t, pixel_sums_i16)
-CHANNEL_PASS(channel_pass_n16, int16_t, pixel_sums_n16)
 CHANNEL_PASS(channel_pass_i32, int32_t, pixel_sums_i32)
 
 /* out[n, g*Og+o, p] = (float)(((double)acc[p][o] + a[o] + b[o] * sx[p]) * s[o]) for one tile (aff = a, b, s):
@@ -188,7 +212,8 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
         for (int o = 0; o < O; o++) need_sx |= aff[O + o] != 0.0;  /* the activation sums only matter when b != 0 */\
         long biggest = 0;                                                                                           \
         for (long e = 0; e < (long)V * Vw; e++) biggest = labs((long)mat[e]) > biggest ? labs((long)mat[e]) : biggest; \
-        const int narrow = sizeof(T) == 2 && biggest * taps < 32768;                                                \
+        /* int16 sums pay when they span several taps (a widening per group); a signed 8-bit product allows 2 */    \
+        const int group = biggest > 0 ? (int)(32767 / biggest) : taps, narrow = sizeof(T) == 2 && group >= 4;      \
         _Pragma("omp parallel num_threads(threads)") {                                                              \
             _Pragma("omp for schedule(static)") for (long gk = 0; gk < (long)G * Kg; gk++)                          \
                 FOLDF(mat, Vw, V, wi, Kg, (int)(gk / Kg) * Og, Og, Ogp, gk % Kg, tab + gk * V * Ogp);                \
@@ -212,7 +237,7 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
                         const int32_t *base = cip + pbase[p];                                                       \
                         for (long l = 0; l < step && next < end; l++, next += 64) __builtin_prefetch(next, 0, 2);   \
                         if (narrow)                                                                                 \
-                            NARROW(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                \
+                            NARROW(base, offs, taps, (const int16_t *)ctable, V, Ogp, acc + p * Ogp, group);        \
                         else                                                                                        \
                             PASS(base, offs, taps, ctable, V, Ogp, acc + p * Ogp);                                  \
                         if (need_sx) {                                                                              \
@@ -230,7 +255,7 @@ static void tile_epilogue(const int32_t *acc, const int32_t *sx, const double *a
 /* out[n,o,p] = (sum_k T[k, ip[n, c, oh*sh+i*dh, ow*sw+j*dw], o] + a[o] + b[o] * sum_k ip[...]) * s[o] with
  * k = (c, i, j) over the group's channels, T folded from the int16 (or int32) value-major matrix `mat`. */
 TABLE_SUMS(table_sums_i16, int16_t, fold_i16, channel_pass_i16, channel_pass_n16)
-TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32, channel_pass_i32)
+TABLE_SUMS(table_sums_i32, int32_t, fold_i32, channel_pass_i32, channel_pass_n16)
 
 /* Output row (column) of each padded row r (column) through filter row i (column j), or -1: computed once per call,
  * not per pixel (divisions by the stride). */
