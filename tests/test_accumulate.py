@@ -253,3 +253,17 @@ def test_a_multiplier_without_a_product_table_is_refused_in_one_line():
     layer = ApproxLinear(4, 3, mult=mult, accum=Accumulator("loa:32:k=2"))
     with pytest.raises(AxnetError, match="no product table"):
         layer(torch.randn(2, 4))
+
+
+def test_order_matters_only_for_non_associative_accumulators():
+    """LOA (OR low part, AND carry) and truncation are associative and commutative, so the tree equals the MAC
+    unit exactly; a ripple with MAJ cells is not, so the two orders differ (the tree order is really taken)."""
+    backend = ExactInt(8)
+    xq, wq = quantized(backend, (2, 8, 5, 5), (4, 8, 3, 3), seed=9)
+    geom = Geometry((3, 3), padding=(1, 1))
+    for spec in ("loa:16:k=3", "trunc:16:k=2"):
+        seq, tree = (Accumulator(spec, order=o).adder_sums(backend, xq, wq, geom) for o in ("sequential", "tree"))
+        assert torch.equal(seq, tree), spec
+    seq, tree = (Accumulator("rca:16:cell=maj:k=4", order=o).adder_sums(backend, xq, wq, geom)
+                 for o in ("sequential", "tree"))
+    assert not torch.equal(seq, tree)

@@ -175,13 +175,12 @@ class Accumulator:
         path: "auto" (compiled on CPU when available, else torch), "native", "torch" or "reference".
         """
         mask = (1 << self.bits) - 1
-        patterns = pair.to(torch.int64) & mask
         if path in ("auto", "native") and cols.device.type == "cpu" and self.bits <= accum_native.MAX_BITS:
-            term_bits = max(1, int(patterns.max()).bit_length())
-            out = accum_native.indexed_accumulate(self._source(term_bits), cols.t(), w_index, patterns,
-                                                  self.order == "tree", signed, term_bits)
+            source, tables = self._native_tables(pair)
+            out = accum_native.indexed_accumulate(source, cols.t(), w_index, tables, self.order == "tree", signed)
             if out is not None:
                 return out
+        patterns = pair.to(torch.int64) & mask
         if path == "auto" and triton_kernels.use(cols):  # CUDA: the Triton kernels (dnn.kernels.triton.accum)
             from dnn.kernels.triton import accum
             out = accum.accumulate(self._program, self.a_inputs, self.b_inputs, self._program.output_slots, cols,
@@ -236,10 +235,18 @@ class Accumulator:
         """The compiled kernel straight from the activation index image (no unfold), or None."""
         if xq.device.type != "cpu" or self.bits > accum_native.MAX_BITS:
             return None
-        patterns = pair & ((1 << self.bits) - 1)
-        term_bits = max(1, int(patterns.max()).bit_length())
-        return accum_native.image_accumulate(self._source(term_bits), (xq + qmax).to(torch.int32), geom, qmax,
-                                             w_index, patterns, self.order == "tree", self.signed, term_bits)
+        source, tables = self._native_tables(pair)
+        return accum_native.image_accumulate(source, (xq + qmax).to(torch.int32), geom, qmax, w_index, tables,
+                                             self.order == "tree", self.signed)
+
+    def _native_tables(self, pair):
+        """(C source, kernel tables) for a cached term table: built once per table, not per forward."""
+        key = ("native", id(pair), accum_native.BYTE_TABLES)  # the entry keeps `pair`, so its id stays unique
+        if key not in self._tables:
+            patterns = pair.to(torch.int64) & ((1 << self.bits) - 1)
+            term_bits = max(1, int(patterns.max()).bit_length())
+            self._tables[key] = (pair, (self._source(term_bits), accum_native.term_tables(patterns, term_bits)))
+        return self._tables[key][1]
 
     def _wide_terms(self, backend, c, w):
         qmax = backend.qmax

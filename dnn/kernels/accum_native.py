@@ -96,21 +96,22 @@ def byte_tables(pair, term_bits):
     return out
 
 
-def _tables(pair, term_bits):
+def term_tables(pair, term_bits):
+    """(uint32 patterns as int32, byte tables or None) of a term table, as the kernels read them; callers cache it."""
     table = pair.to(torch.int64).to(torch.int32).contiguous()  # the uint32 pattern bits, reinterpreted
     return table, byte_tables(pair.to(torch.int64), term_bits)
 
 
-def indexed_accumulate(source, cols_t, w_index, pair, tree, signed, term_bits):
+def indexed_accumulate(source, cols_t, w_index, tables, tree, signed):
     """out[m, o] accumulated from terms pair[w_index[o, k], cols_t[k, m]] (CPU tensors), as float64 (M, O); None
     when the compiled kernel is not available. `pair` holds the term patterns already reduced to the accumulator's
-    bits; cols_t and w_index are int32 row and column numbers into it."""
+    bits (`tables`: its `term_tables`); cols_t and w_index are int32 row and column numbers into it."""
     fn = load(source)
     if fn is None:
         return None
     cols_t = cols_t.to(torch.int32).contiguous()
     w_index = w_index.to(torch.int32).contiguous()
-    table, tables8 = _tables(pair, term_bits)
+    table, tables8 = tables
     k, m = cols_t.shape
     o = w_index.shape[0]
     out = torch.empty(m, o, dtype=torch.float64)
@@ -120,7 +121,7 @@ def indexed_accumulate(source, cols_t, w_index, pair, tree, signed, term_bits):
     return out
 
 
-def image_accumulate(source, index, geom, pad_index, w_index, pair, tree, signed, term_bits):
+def image_accumulate(source, index, geom, pad_index, w_index, tables, tree, signed):
     """The same for a convolution: activation indices read from the (N, C, H, W) `index` image through `geom`
     (padding taps read `pad_index`), never unfolded; returns float64 (N, O, Ho, Wo) or None."""
     fn = load(source)
@@ -128,7 +129,7 @@ def image_accumulate(source, index, geom, pad_index, w_index, pair, tree, signed
         return None
     index = index.to(torch.int32).contiguous()
     w_index = w_index.to(torch.int32).contiguous()
-    table, tables8 = _tables(pair, term_bits)
+    table, tables8 = tables
     n, c, h, w = index.shape
     ho, wo = geom.output_size(h, w)
     g = torch.tensor([*geom.kernel, *geom.stride, *geom.padding, *geom.dilation, ho, wo], dtype=torch.int64)

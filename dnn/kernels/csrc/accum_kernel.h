@@ -24,7 +24,7 @@
 #endif
 
 #define ACC_GROUP (64 * ACC_LANES) /* outputs per plane */
-#define ACC_OB 8                   /* filters per work item: one gathered index row serves all of them */
+#define ACC_OB 32                   /* filters per work item: one gathered index row serves all of them */
 #define ACC_LIVE (ACC_TB < ACC_BITS ? ACC_TB : ACC_BITS)
 
 static const uint64_t acc_masks[6] = {0x5555555555555555ull, 0x3333333333333333ull, 0x0F0F0F0F0F0F0F0Full,
@@ -155,6 +155,7 @@ static inline void acc_load_index(int32_t *restrict idx, const acc_input *in, co
                                   int64_t m0, int64_t count, int64_t kk) {
     if (in->cols_t) {
         memcpy(idx, in->cols_t + kk * m + m0, (size_t)count * sizeof(int32_t));
+        memset(idx + count, 0, (size_t)(ACC_GROUP - count) * sizeof(int32_t));
         return;
     }
     const int64_t ch = kk / (in->kh * in->kw), r = kk % (in->kh * in->kw);
@@ -207,11 +208,14 @@ static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m,
                           int64_t o, const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0,
                           int64_t ocount, int32_t *idx, accv *store, double *out, int sign) {
     accv rows[64], y[ACC_BITS];
+    const int64_t row = ACC_GROUP + ACC_GROUP / 4; /* int32 words per cached tap: the indices, then as bytes */
+    for (int64_t kk = 0; kk < k; kk++) { /* every tap's indices once, shared by the item's filters */
+        acc_load_index(idx + kk * row, in, cr, m, m0, count, kk);
+        acc_index_bytes(idx + kk * row, in);
+    }
     for (int64_t oo = 0; oo < ocount; oo++) {
         for (int64_t kk = 0; kk < k; kk++) {
-            acc_load_index(idx, in, cr, m, m0, count, kk);
-            acc_index_bytes(idx, in);
-            acc_planes_for(rows, in, pair, vx, widx[(o0 + oo) * k + kk], idx);
+            acc_planes_for(rows, in, pair, vx, widx[(o0 + oo) * k + kk], idx + kk * row);
             for (int i = 0; i < ACC_BITS; i++) store[kk * ACC_BITS + i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
         }
         for (int64_t n = k; n > 1; n = (n + 1) / 2) { /* one level: adjacent pairs, an odd last term moves up */
@@ -230,7 +234,8 @@ static void acc_run(const acc_input *in, int64_t m, int64_t k, const int32_t *wi
     const int64_t tiles = (m + ACC_GROUP - 1) / ACC_GROUP, oblocks = (o + ACC_OB - 1) / ACC_OB;
 #pragma omp parallel num_threads(threads)
     {
-        int32_t *idx = aligned_alloc(64, ACC_GROUP * (sizeof(int32_t) + 1));
+        /* the group's activation indices (int32, then bytes): one tap, or every tap in tree order */
+        int32_t *idx = aligned_alloc(64, (tree ? (size_t)k : 1) * ACC_GROUP * (sizeof(int32_t) + 1));
         acc_corners *cr = aligned_alloc(64, (sizeof(acc_corners) + 63) / 64 * 64);
         const size_t planes = tree ? (size_t)k * ACC_BITS : (size_t)ACC_OB * ACC_BITS;
         accv *buf = aligned_alloc(64, planes * sizeof(accv));
@@ -239,7 +244,6 @@ static void acc_run(const acc_input *in, int64_t m, int64_t k, const int32_t *wi
             const int64_t m0 = (item / oblocks) * ACC_GROUP, o0 = (item % oblocks) * ACC_OB;
             const int64_t count = m - m0 < ACC_GROUP ? m - m0 : ACC_GROUP;
             const int64_t ocount = o - o0 < ACC_OB ? o - o0 : ACC_OB;
-            memset(idx, 0, ACC_GROUP * sizeof(int32_t));
             if (!in->cols_t) acc_group_corners(in, m0, count, cr);
             if (tree)
                 acc_tree_item(in, cr, m, k, widx, o, pair, vx, m0, count, o0, ocount, idx, buf, out, sign);
