@@ -75,8 +75,8 @@ def load(source):
         c_i64, c_ptr, c_int, c_i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_int32
         fn = {"indexed": lib.acc_indexed, "image": lib.acc_image}
         fn["indexed"].argtypes = [c_ptr, c_i64, c_i64, c_ptr, c_i64, c_ptr, c_ptr, c_i64, c_int, c_int, c_ptr, c_int]
-        fn["image"].argtypes = [c_ptr, c_i64, c_i64, c_i64, c_i64, c_ptr, c_i32, c_ptr, c_i64, c_ptr, c_ptr, c_i64,
-                                c_int, c_int, c_ptr, c_int]
+        fn["image"].argtypes = [c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_ptr, c_i32, c_ptr, c_i64, c_ptr, c_ptr,
+                                c_i64, c_int, c_int, c_ptr, c_int]
         for f in fn.values():
             f.restype = None
     with _LOCK:
@@ -132,9 +132,14 @@ def image_accumulate(source, index, geom, pad_index, w_index, tables, tree, sign
     table, tables8 = tables
     n, c, h, w = index.shape
     ho, wo = geom.output_size(h, w)
+    padded = None
+    if tables8 is not None:  # indices < 256: a padded byte image spares the kernel its bounds checks
+        (ph, pw) = geom.padding
+        padded = torch.nn.functional.pad(index, (pw, pw, ph, ph), value=int(pad_index))
+        padded = padded.to(torch.uint8).contiguous()
     g = torch.tensor([*geom.kernel, *geom.stride, *geom.padding, *geom.dilation, ho, wo], dtype=torch.int64)
     out = torch.empty(n, w_index.shape[0], ho, wo, dtype=torch.float64)
-    fn["image"](index.data_ptr(), n, c, h, w, g.data_ptr(), int(pad_index), w_index.data_ptr(), w_index.shape[0],
+    fn["image"](index.data_ptr(), None if padded is None else padded.data_ptr(), n, c, h, w, g.data_ptr(), int(pad_index), w_index.data_ptr(), w_index.shape[0],
                 table.data_ptr(), None if tables8 is None else tables8.data_ptr(), table.shape[1], int(tree),
                 int(signed), out.data_ptr(), torch.get_num_threads())
     return out

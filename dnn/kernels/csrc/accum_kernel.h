@@ -129,13 +129,14 @@ typedef struct {
     const uint8_t *bytes; /* NULL, or the term table as (rows, ACC_TB / 8, 256) bytes for the VBMI path */
     const int32_t *cols_t;
     const int32_t *image;
-    int64_t c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo;
+    const uint8_t *image8; /* NULL, or the index image zero-padded (value `pad`) as bytes: (n, c, hp, wp) */
+    int64_t c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, hp, wp;
     int32_t pad;
 } acc_input;
 
 /* Per output g of the group: its image offset and the top-left corner of its patch (image mode). */
 typedef struct {
-    int64_t base[ACC_GROUP];
+    int64_t base[ACC_GROUP], base8[ACC_GROUP];
     int32_t y0[ACC_GROUP], x0[ACC_GROUP];
 } acc_corners;
 
@@ -146,6 +147,7 @@ static void acc_group_corners(const acc_input *in, int64_t m0, int64_t count, ac
         cr->base[g] = n * in->c * in->h * in->w;
         cr->y0[g] = (int32_t)((p / in->wo) * in->sh - in->ph);
         cr->x0[g] = (int32_t)((p % in->wo) * in->sw - in->pw);
+        cr->base8[g] = (n * in->c * in->hp + (p / in->wo) * in->sh) * in->wp + (p % in->wo) * in->sw;
     }
 }
 
@@ -160,6 +162,12 @@ static inline void acc_load_index(int32_t *restrict idx, const acc_input *in, co
     }
     const int64_t ch = kk / (in->kh * in->kw), r = kk % (in->kh * in->kw);
     const int32_t dy = (int32_t)((r / in->kw) * in->dh), dx = (int32_t)((r % in->kw) * in->dw);
+    if (in->image8) { /* padded bytes: no bounds to check, and the byte-table path reads these directly */
+        uint8_t *restrict idx8 = (uint8_t *)(idx + ACC_GROUP);
+        const uint8_t *tap = in->image8 + (ch * in->hp + dy) * in->wp + dx;
+        for (int g = 0; g < ACC_GROUP; g++) idx8[g] = tap[cr->base8[g]];
+        return;
+    }
     const int32_t *plane = in->image + ch * in->h * in->w;
     for (int g = 0; g < ACC_GROUP; g++) {
         const int32_t y = cr->y0[g] + dy, x = cr->x0[g] + dx;
@@ -182,7 +190,7 @@ static inline void acc_planes_for(accv rows[64], const acc_input *in, const uint
 
 /* idx[0 .. ACC_GROUP - 1] as int32, followed (byte-table path) by the same indices as ACC_GROUP bytes. */
 static inline void acc_index_bytes(int32_t *idx, const acc_input *in) {
-    if (!in->bytes) return;
+    if (!in->bytes || in->image8) return;
     uint8_t *idx8 = (uint8_t *)(idx + ACC_GROUP);
     for (int g = 0; g < ACC_GROUP; g++) idx8[g] = (uint8_t)idx[g];
 }
@@ -269,12 +277,15 @@ void acc_indexed(const int32_t *cols_t, int64_t m, int64_t k, const int32_t *wid
 }
 
 /* The same over a convolution: image (n, c, h, w) activation indices, taps outside it read `pad`; geometry g =
- * {kh, kw, sh, sw, ph, pw, dh, dw, ho, wo}; out is (n, o, ho, wo). */
-void acc_image(const int32_t *image, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *g, int32_t pad,
-               const int32_t *widx, int64_t o, const uint32_t *pair, const uint8_t *bytes, int64_t vx, int tree,
-               int sign, double *out, int threads) {
+ * {kh, kw, sh, sw, ph, pw, dh, dw, ho, wo}; out is (n, o, ho, wo). image8 (or NULL): the same indices zero-padded,
+ * as bytes (n, c, h + 2 ph, w + 2 pw), read instead of `image` on the byte-table path. */
+void acc_image(const int32_t *image, const uint8_t *image8, int64_t n, int64_t c, int64_t h, int64_t w,
+               const int64_t *g, int32_t pad, const int32_t *widx, int64_t o, const uint32_t *pair,
+               const uint8_t *bytes, int64_t vx, int tree, int sign, double *out, int threads) {
     acc_input in = {0};
     in.bytes = ACC_VBMI ? bytes : NULL;
+    in.image8 = in.bytes ? image8 : NULL;
+    in.hp = h + 2 * g[4], in.wp = w + 2 * g[5];
     in.image = image;
     in.c = c, in.h = h, in.w = w, in.kh = g[0], in.kw = g[1], in.sh = g[2], in.sw = g[3], in.ph = g[4], in.pw = g[5];
     in.dh = g[6], in.dw = g[7], in.ho = g[8], in.wo = g[9], in.pad = pad;
