@@ -139,7 +139,8 @@ def image_accumulate(source, index, geom, pad_index, w_index, tables, tree, sign
         padded = padded.to(torch.uint8).contiguous()
     g = torch.tensor([*geom.kernel, *geom.stride, *geom.padding, *geom.dilation, ho, wo], dtype=torch.int64)
     out = torch.empty(n, w_index.shape[0], ho, wo, dtype=torch.float64)
-    fn["image"](index.data_ptr(), None if padded is None else padded.data_ptr(), n, c, h, w, g.data_ptr(), int(pad_index), w_index.data_ptr(), w_index.shape[0],
+    fn["image"](index.data_ptr(), None if padded is None else padded.data_ptr(), n, c, h, w, g.data_ptr(),
+                int(pad_index), w_index.data_ptr(), w_index.shape[0],
                 table.data_ptr(), None if tables8 is None else tables8.data_ptr(), table.shape[1], int(tree),
                 int(signed), out.data_ptr(), torch.get_num_threads())
     return out
