@@ -511,7 +511,8 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
         click.echo(f"{result['model']}, {width}-bit {scheme} accumulator ({order}) on {result['arith']}; float "
                    f"{result['float_accuracy']:.2f}%, exact sums {result['exact_accumulation_accuracy']:.2f}%; "
                    f"data {result['data_used']}")
-        echo_table([(p["approx_bits"], f"{p['accuracy']:.2f}%") for p in result["points"]], header=("k", "accuracy"))
+        echo_table([(p["approx_bits"], "failed: " + p["note"] if p["accuracy"] is None else f"{p['accuracy']:.2f}%")
+                    for p in result["points"]], header=("k", "accuracy"))
         drop = result["first_drop_over_1_point"]
         click.echo("first k more than 1 point below exact sums: " + ("none" if drop is None else str(drop)))
         if out_dir:

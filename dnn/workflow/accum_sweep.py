@@ -48,20 +48,26 @@ def run_accum_sweep(ckpt_path, scheme="loa", width=16, bits_text="0:16", arith_t
     device = default_device()
     float_acc = accuracy_under(model_from_checkpoint(ckpt).to(device), None, data, device)
     exact_acc = accuracy_under(model_from_checkpoint(ckpt).to(device), arith, data, device)
-    accuracy = []
+    accuracy, notes = [], {}
     t0 = time.perf_counter()
     for k, accum in tqdm(list(zip(bits, accums)), desc=f"sweep {scheme}", disable=bar_off(show), unit="k"):
         model = model_from_checkpoint(ckpt).to(device)  # a fresh model per point, as in run_sweep
-        accuracy.append(accuracy_under(model, arith, data, device, accum=accum))
+        try:
+            accuracy.append(accuracy_under(model, arith, data, device, accum=accum))
+        except AxnetError as exc:  # e.g. every activation of a layer is 0: nothing to calibrate, no prediction
+            accuracy.append(None)
+            notes[k] = str(exc)
         if show:
-            tqdm.write(f"sweep {accum.spec}: {accuracy[-1]:.2f}% ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+            got = "failed: " + notes[k] if accuracy[-1] is None else f"{accuracy[-1]:.2f}%"
+            tqdm.write(f"sweep {accum.spec}: {got} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     result = {
         "checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
         "data_used": data.used, "target": "accum", "scheme": scheme, "width": width, "order": order,
         "arith": arith_label(arith), "arith_spec": arith_text, "float_accuracy": float_acc,
         "exact_accumulation_accuracy": exact_acc,
-        "points": [{"approx_bits": k, "accum": a.spec, "accuracy": acc} for k, a, acc in zip(bits, accums, accuracy)],
-        "first_drop_over_1_point": first_drop(bits, accuracy, exact_acc),
+        "points": [{"approx_bits": k, "accum": a.spec, "accuracy": acc, **({"note": notes[k]} if k in notes else {})}
+                   for k, a, acc in zip(bits, accums, accuracy)],
+        "first_drop_over_1_point": first_drop(bits, [0.0 if a is None else a for a in accuracy], exact_acc),
         "reference": "accuracy with exact accumulation on the same arithmetic",
         "seconds": time.perf_counter() - t0,
     }
@@ -75,12 +81,12 @@ def write_accum_sweep_files(result, out_dir):
     from dnn.workflow.plots import plot_sweep
     os.makedirs(out_dir, exist_ok=True)
     write_json(result, os.path.join(out_dir, "sweep.json"))
-    bits = [p["approx_bits"] for p in result["points"]]
-    accuracy = [p["accuracy"] for p in result["points"]]
+    ran = [p for p in result["points"] if p["accuracy"] is not None]
+    bits, accuracy = [p["approx_bits"] for p in ran], [p["accuracy"] for p in ran]
     with atomic_write(os.path.join(out_dir, "sweep.csv"), "w") as f:
         f.write("approx_bits,accum,accuracy\n")
         for p in result["points"]:
-            f.write(f"{p['approx_bits']},{p['accum']},{p['accuracy']:.4f}\n")
+            f.write(f"{p['approx_bits']},{p['accum']},{'' if p['accuracy'] is None else round(p['accuracy'], 4)}\n")
     plot_sweep(bits, accuracy, result["float_accuracy"], os.path.join(out_dir, "sweep.png"),
                f"{result['model']}: {result['width']}-bit {result['scheme']} accumulator ({result['order']}), "
                f"{result['arith_spec']}")
