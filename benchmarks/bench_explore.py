@@ -7,8 +7,8 @@ so the run also reads a directory of circuits. The wall time is the whole `axnet
 worker start-up and output files included.
 
 Prints one JSON object. Needs a trained mnist-addernet checkpoint (`--checkpoint`, default runs/demo/float/best.pt);
-without one it first trains a 3-epoch checkpoint (not timed: accuracy does not matter for speed). About 2-3 minutes
-on 2 cores, plus that training when it runs.
+without one it first trains a 3-epoch checkpoint (not timed: accuracy does not matter for speed). About a minute on
+2 cores (37-52 s measured; 225 s on a heavily loaded machine), plus that training when it runs.
 """
 import argparse
 import json
