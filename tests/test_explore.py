@@ -353,13 +353,18 @@ def test_multipliers_serve_a_cnn_checkpoint(cnn_ckpt, tmp_path):
     (["--family", "mul:4"], "fits no layer"),
     (["--family", "rca:2"], "fits no adder layer"),
     (["--family", "loa:8:k=1", "--engine", "ray", "--address", "127.0.0.1:1"], "no Ray cluster answers"),
+    (["--circuits", "LUTFILE", "--assign", "per-layer"], "needs circuits with a netlist"),
     ([], "no circuits to explore"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(adder_ckpt, tmp_path, args, says):
     empty = tmp_path / "empty"
     empty.mkdir()
     (tmp_path / "broken.blif").write_text(".model x\n.inputs a\n.outputs y\ngarbage\n.end\n")
-    args = [str(empty) if a == "EMPTY" else str(tmp_path / "broken.blif") if a == "BROKEN" else a for a in args]
+    from lutgen.formats import save_npz
+    from lutgen.lut import build_lut
+    save_npz(build_lut(generators.loa_adder(8, 2)), tmp_path / "loa.npz")
+    named = {"EMPTY": str(empty), "BROKEN": str(tmp_path / "broken.blif"), "LUTFILE": str(tmp_path / "loa.npz")}
+    args = [named.get(a, a) for a in args]
     out = tmp_path / "run"
     result = run(adder_ckpt, out, *args)
     assert result.exit_code == 2, result.output

@@ -198,6 +198,16 @@ def check_grad(grad, half_window, designs):
             raise AxnetError(f"--grad diff needs netlists, but {bare[0]} came from a LUT file")
 
 
+def check_search(designs):
+    """--assign per-layer needs pymoo and circuits with a cost (a netlist)."""
+    import importlib.util
+
+    if importlib.util.find_spec("pymoo") is None:
+        raise AxnetError("--assign per-layer needs pymoo (pip install 'axnet[explore]')")
+    if not any(d.cost for d in designs):
+        raise AxnetError("--assign per-layer needs circuits with a netlist (a cost); these are all LUT files")
+
+
 def run_explore(checkpoint, circuits=(), families=(), out_dir="runs/explore", assign="uniform", engine="local",
                 workers=None, address=None, resume=False, data_spec=None, test_limit=0, train_limit=0,
                 retrain_epochs=0, grad="lut", half_window=2, retrain_ranks=1, abc=False, generations=100,
@@ -218,6 +228,8 @@ def run_explore(checkpoint, circuits=(), families=(), out_dir="runs/explore", as
     designs = collect_designs(circuits, families, undriven=undriven)
     check_roles(designs, role, what)
     (check_adder_fits if role == "adder" else check_multiplier_fits)(designs)
+    if assign == "per-layer":
+        check_search(designs)
     if retrain_epochs:
         if role != "adder":
             raise AxnetError("--retrain-epochs: retraining runs through adder layers (an AdderNet checkpoint); "
