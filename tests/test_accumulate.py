@@ -267,3 +267,17 @@ def test_order_matters_only_for_non_associative_accumulators():
     seq, tree = (Accumulator("rca:16:cell=maj:k=4", order=o).adder_sums(backend, xq, wq, geom)
                  for o in ("sequential", "tree"))
     assert not torch.equal(seq, tree)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 7, 8, 11, 16, 17, 31, 33, 64, 100])
+def test_tree_of_every_length_matches_the_plain_loop(k):
+    acc = Accumulator("rca:12:cell=maj:k=5", order="tree")  # not associative: every pairing shows
+    g = torch.Generator().manual_seed(k)
+    pair = torch.randint(0, 200, (6, 50), generator=g)
+    cols = torch.randint(0, 50, (70, k), generator=g)
+    w_index = torch.randint(0, 6, (3, k), generator=g)
+    want = acc.accumulate(cols, w_index, pair, False, "reference")
+    for path in PATHS:
+        accum_native.BYTE_TABLES = path != "scalar"
+        assert torch.equal(acc.accumulate(cols, w_index, pair, False, "native" if path == "scalar" else path),
+                           want), path

@@ -221,17 +221,27 @@ static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m,
         acc_load_index(idx + kk * row, in, cr, m, m0, count, kk);
         acc_index_bytes(idx + kk * row, in);
     }
+    /* The pairwise tree streamed: each term is pushed as a level-0 value and equal levels on top are combined
+     * (left, right) at once, so at most log2(K) + 1 values are live; the leftovers, one per set bit of K, are then
+     * combined from the right. This is exactly the level-by-level tree with odd last terms moving up (checked
+     * against it for every K below 600, and by the tests against the plain loop). */
+    int level[64];
     for (int64_t oo = 0; oo < ocount; oo++) {
+        int top = 0;
         for (int64_t kk = 0; kk < k; kk++) {
             acc_planes_for(rows, in, pair, vx, widx[(o0 + oo) * k + kk], idx + kk * row);
-            for (int i = 0; i < ACC_BITS; i++) store[kk * ACC_BITS + i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
-        }
-        for (int64_t n = k; n > 1; n = (n + 1) / 2) { /* one level: adjacent pairs, an odd last term moves up */
-            for (int64_t i = 0; i < n / 2; i++) {
-                acc_circuit(store + 2 * i * ACC_BITS, store + (2 * i + 1) * ACC_BITS, y);
-                memcpy(store + i * ACC_BITS, y, sizeof y);
+            for (int i = 0; i < ACC_BITS; i++) store[top * ACC_BITS + i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
+            level[top++] = 0;
+            while (top >= 2 && level[top - 1] == level[top - 2]) {
+                acc_circuit(store + (top - 2) * ACC_BITS, store + (top - 1) * ACC_BITS, y);
+                memcpy(store + (top - 2) * ACC_BITS, y, sizeof y);
+                level[top - 2]++;
+                top--;
             }
-            if (n & 1) memmove(store + (n / 2) * ACC_BITS, store + (n - 1) * ACC_BITS, sizeof y);
+        }
+        for (; top >= 2; top--) {
+            acc_circuit(store + (top - 2) * ACC_BITS, store + (top - 1) * ACC_BITS, y);
+            memcpy(store + (top - 2) * ACC_BITS, y, sizeof y);
         }
         acc_store(store, out, m0, count, o, o0 + oo, sign, in->image ? in->ho * in->wo : 0);
     }
@@ -245,7 +255,7 @@ static void acc_run(const acc_input *in, int64_t m, int64_t k, const int32_t *wi
         /* the group's activation indices (int32, then bytes): one tap, or every tap in tree order */
         int32_t *idx = aligned_alloc(64, (tree ? (size_t)k : 1) * ACC_GROUP * (sizeof(int32_t) + 1));
         acc_corners *cr = aligned_alloc(64, (sizeof(acc_corners) + 63) / 64 * 64);
-        const size_t planes = tree ? (size_t)k * ACC_BITS : (size_t)ACC_OB * ACC_BITS;
+        const size_t planes = (size_t)(tree ? 64 : ACC_OB) * ACC_BITS; /* tree: a stack of at most 64 levels */
         accv *buf = aligned_alloc(64, planes * sizeof(accv));
 #pragma omp for schedule(dynamic)
         for (int64_t item = 0; item < tiles * oblocks; item++) {
