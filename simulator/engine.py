@@ -24,11 +24,11 @@ import numpy as np
 
 from circuits.errors import AxnetError
 from simulator import native
+from simulator.c_emit import c_circuit_function
 from simulator.evaluator import Evaluator
 from simulator.program import Program, compile_netlist
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-_OPS = {"and": "&", "or": "|", "xor": "^"}
 _INLINE_STEPS = 3000  # bigger circuits get a called (not inlined) function: each entry point would copy it
 _MEMO = {}  # generated source -> NativeCircuit or None
 _MEMO_LOCK = threading.Lock()
@@ -49,24 +49,8 @@ def c_source(program):
     n_in, n_out = program.n_inputs, program.n_outputs
     inline = "always_inline" if len(program.steps) <= _INLINE_STEPS else "noinline"
     lines = ['#include "axn_types.h"', f"#define AXN_N_IN {n_in}", f"#define AXN_N_OUT {n_out}",
-             f"static inline __attribute__(({inline})) void axn_circuit(const axv *restrict in, "
-             "axv *restrict out) {"]
-    lines += [f"    axv s{i} = in[{i}];" for i in range(n_in)]
-    temps = [f"s{k}" for k in range(n_in, program.n_slots)]
-    for k in range(0, len(temps), 16):
-        lines.append("    axv " + ", ".join(temps[k:k + 16]) + ";")
-    for op, dst, *src in program.steps:
-        if op in _OPS:
-            expr = f"s{src[0]} {_OPS[op]} s{src[1]}"
-        elif op == "not":
-            expr = f"~s{src[0]}"
-        elif op == "copy":
-            expr = f"s{src[0]}"
-        else:
-            expr = "AXV_ZERO" if op == "zero" else "AXV_ONES"
-        lines.append(f"    s{dst} = {expr};")
-    lines += [f"    out[{k}] = s{slot};" for k, slot in enumerate(program.output_slots)]
-    lines += ["}", '#include "axn_engine.h"', ""]
+             c_circuit_function(program, "axn_circuit", "axv", "AXV_ZERO", "AXV_ONES", inline=inline),
+             '#include "axn_engine.h"', ""]
     return "\n".join(lines)
 
 

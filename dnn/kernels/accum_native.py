@@ -15,8 +15,8 @@ import threading
 import torch
 
 from dnn.kernels.build import CSRC
+from simulator.c_emit import c_circuit_function
 
-_OPS = {"and": "&", "or": "|", "xor": "^"}
 _MEMO = {}
 _LOCK = threading.Lock()
 MAX_BITS = 32  # terms travel as uint32 table entries
@@ -36,25 +36,11 @@ def c_source(program, a_inputs, b_inputs, out_slots, bits, term_bits):
     b_inputs[j] bit j of the term; out_slots[j] holds result bit j after the steps."""
     source = {pos: f"a[{j}]" for j, pos in enumerate(a_inputs)}
     source.update({pos: f"b[{j}]" for j, pos in enumerate(b_inputs)})
+    inputs = [source[i] for i in range(program.n_inputs)]
+    circuit = c_circuit_function(program, "acc_circuit", "accv", "ACCV_ZERO", "ACCV_ONES",
+                                 params="const accv *a, const accv *b, accv *out", inputs=inputs, outputs=out_slots)
     lines = ['#include "accum_types.h"', f"#define ACC_BITS {bits}", f"#define ACC_TB {term_class(term_bits)}",
-             "static inline __attribute__((always_inline)) void acc_circuit(const accv *a, const accv *b, "
-             "accv *out) {"]
-    lines += [f"    accv s{i} = {source[i]};" for i in range(program.n_inputs)]
-    temps = [f"s{k}" for k in range(program.n_inputs, program.n_slots)]
-    for k in range(0, len(temps), 16):
-        lines.append("    accv " + ", ".join(temps[k:k + 16]) + ";")
-    for op, dst, *src in program.steps:
-        if op in _OPS:
-            expr = f"s{src[0]} {_OPS[op]} s{src[1]}"
-        elif op == "not":
-            expr = f"~s{src[0]}"
-        elif op == "copy":
-            expr = f"s{src[0]}"
-        else:
-            expr = "ACCV_ZERO" if op == "zero" else "ACCV_ONES"
-        lines.append(f"    s{dst} = {expr};")
-    lines += [f"    out[{j}] = s{slot};" for j, slot in enumerate(out_slots)]
-    lines += ["}", '#include "accum_kernel.h"', ""]
+             circuit, '#include "accum_kernel.h"', ""]
     return "\n".join(lines)
 
 

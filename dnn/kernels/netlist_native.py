@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from simulator.c_emit import c_circuit_function
+
 CSRC = Path(__file__).resolve().parent / "csrc"
-_OPS = {"and": "&", "or": "|", "xor": "^"}
 _MEMO = {}
 _TEXT = {}  # (id(program), function name) -> (program, C text)
 _LOCK = threading.Lock()
@@ -35,24 +36,7 @@ def circuit_function(program, name="nl_circuit"):
 
 
 def _circuit_text(program, name):
-    lines = [f"static inline __attribute__((always_inline)) void {name}(const nlv *restrict in, "
-             "nlv *restrict out) {"]
-    lines += [f"    nlv s{i} = in[{i}];" for i in range(program.n_inputs)]
-    temps = [f"s{k}" for k in range(program.n_inputs, program.n_slots)]
-    for k in range(0, len(temps), 16):
-        lines.append("    nlv " + ", ".join(temps[k:k + 16]) + ";")
-    for op, dst, *src in program.steps:
-        if op in _OPS:
-            expr = f"s{src[0]} {_OPS[op]} s{src[1]}"
-        elif op == "not":
-            expr = f"~s{src[0]}"
-        elif op == "copy":
-            expr = f"s{src[0]}"
-        else:
-            expr = "NLV_ZERO" if op == "zero" else "NLV_ONES"
-        lines.append(f"    s{dst} = {expr};")
-    lines += [f"    out[{k}] = s{slot};" for k, slot in enumerate(program.output_slots)]
-    return "\n".join(lines + ["}"])
+    return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES")
 
 
 def adder_source(program, bits):
