@@ -109,6 +109,7 @@ def test_adder_layer_paths_match_a_plain_loop(order, signed, spec, loa_blif):
 
 @pytest.mark.parametrize("backend", [ExactInt(6), ExactInt(11), CellAdder("ama3", approx_bits=3, width=7),
                                      NetlistAdder(ripple_carry_adder(6, "ama1", 2)),
+                                     NetlistAdder(ripple_carry_adder(10, "ama1", 3), table_bits=0),
                                      CellAdder("maj", approx_bits=4, width=14)])
 def test_every_adder_back_end_gives_its_terms(backend):
     acc = Accumulator("loa:16:k=3", order="tree")

@@ -77,3 +77,10 @@ def test_three_operand_accumulator_exits_2(tiny_run, tmp_path):
     write_blif(ripple_carry_adder(16, carry_in=True), blif)
     r = CliRunner().invoke(main, ["eval", str(tiny_run / "last.pt"), "--arith", "exact:8", "--accum", str(blif)])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "two operands" in r.output
+
+
+def test_sweep_of_the_adder_with_an_exact_accumulator_is_the_plain_sweep(tiny_run):
+    args = ["sweep", tiny_run / "last.pt", "--cell", "maj", "--width", 8, "--approx-bits", "2", "--json"]
+    plain = json.loads(invoke(*args).stdout)
+    summed = json.loads(invoke(*args, "--accum", "rca:16:k=0").stdout)
+    assert summed["accum"] == "rca:16:k=0" and summed["points"] == plain["points"]
