@@ -291,32 +291,8 @@ def accum_benchmarks(repeats, device, lut):
         for name, arith in backends.items():
             row = paired(forward(arith, None), forward(arith, accum), repeats, device)
             row["within_target"] = row["ratio"] <= 2.0
-            if device.type == "cpu":
-                row["cpu_1thread"] = cpu_time_pair(forward(arith, None), forward(arith, accum), repeats)
             result[f"{name}_loa16_k4_{order}_vs_exact_sums"] = row
     return result
-
-
-def cpu_time_pair(base, candidate, repeats):
-    """Median single-thread CPU time (time.process_time) of base and candidate and their ratio: on a shared, busy
-    machine wall-clock pairs swing by 2x, CPU time of one thread much less."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        base(), candidate()
-        pairs = []
-        for _ in range(repeats):
-            times = []
-            for fn in (base, candidate):
-                start = time.process_time()
-                fn()
-                times.append(time.process_time() - start)
-            pairs.append(times)
-    finally:
-        torch.set_num_threads(threads)
-    return {"base_ms": round(1e3 * statistics.median(p[0] for p in pairs), 3),
-            "candidate_ms": round(1e3 * statistics.median(p[1] for p in pairs), 3),
-            "ratio": round(statistics.median(p[1] / p[0] for p in pairs), 3)}
 
 
 def netlist_benchmarks(repeats, device, ks):
