@@ -22,8 +22,12 @@ def _signed(word):
     return word - (1 << 64) if word >= 1 << 63 else word
 
 
-def run_program(program, inputs):
-    """Output planes (list of tensors) of a program given its input planes (list of int64 tensors, same shape)."""
+def run_program(program, inputs, outputs=None, broadcast=False):
+    """Output planes (list of tensors) of a program given its input planes (list of int64 tensors, same shape).
+
+    `outputs` lists the slots to return (default the program's outputs). With `broadcast`, the inputs need only
+    broadcast together and constants are one-element tensors; otherwise constants take the first input's shape.
+    """
     like = inputs[0] if inputs else torch.zeros(1, dtype=torch.int64)
     slots = list(inputs) + [None] * (program.n_slots - len(inputs))
     for op, dst, *src in program.steps:
@@ -37,9 +41,11 @@ def run_program(program, inputs):
             slots[dst] = ~slots[src[0]]
         elif op == "copy":
             slots[dst] = slots[src[0]]
+        elif broadcast:
+            slots[dst] = torch.full((1,), 0 if op == "zero" else -1, dtype=torch.int64, device=like.device)
         else:
             slots[dst] = torch.full_like(like, 0 if op == "zero" else -1)
-    return [slots[s] for s in program.output_slots]
+    return [slots[s] for s in (program.output_slots if outputs is None else outputs)]
 
 
 def exhaustive_planes(netlist, start_word, words, device="cpu"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from dnn.kernels.adder_ops import CHUNK_ELEMENTS
+from simulator.torch_engine import run_program
 
 ORDERS = ("sequential", "tree")
 
@@ -52,26 +53,12 @@ class BitslicedCircuit:
 
     def add(self, a, b):
         """Output planes (bits, W) of C(a, b) for operand planes a, b (bits, W)."""
-        slots = [None] * self.program.n_slots
+        inputs = [None] * self.program.n_inputs
         for j, pos in enumerate(self.a_inputs):
-            slots[pos] = a[j]
+            inputs[pos] = a[j]
         for j, pos in enumerate(self.b_inputs):
-            slots[pos] = b[j]
-        zero = torch.zeros_like(a[0])
-        for op, dst, *src in self.program.steps:
-            if op == "and":
-                slots[dst] = slots[src[0]] & slots[src[1]]
-            elif op == "or":
-                slots[dst] = slots[src[0]] | slots[src[1]]
-            elif op == "xor":
-                slots[dst] = slots[src[0]] ^ slots[src[1]]
-            elif op == "not":
-                slots[dst] = ~slots[src[0]]
-            elif op == "copy":
-                slots[dst] = slots[src[0]]
-            else:
-                slots[dst] = zero if op == "zero" else ~zero
-        return torch.stack([slots[s] for s in self.out_slots])
+            inputs[pos] = b[j]
+        return torch.stack(run_program(self.program, inputs, outputs=self.out_slots))
 
     def accumulate(self, terms, order):
         """(M,) int64 patterns: the K terms of each row of `terms` (M, K) accumulated in `order`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from dnn.kernels import triton as triton_kernels
+from simulator import torch_engine
 
 LANE_CHUNK = 1 << 20  # lanes per temporary in `evaluate_lanes`
 
@@ -55,22 +56,7 @@ def broadcast_planes(values, bits):
 
 def run_program(program, inputs):
     """Output words of `program` for input words `inputs` (one broadcastable int64 tensor per input slot)."""
-    slots = list(inputs) + [None] * (program.n_slots - len(inputs))
-    like = inputs[0] if inputs else torch.zeros(1, dtype=torch.int64)
-    for op, dst, *src in program.steps:
-        if op == "and":
-            slots[dst] = slots[src[0]] & slots[src[1]]
-        elif op == "or":
-            slots[dst] = slots[src[0]] | slots[src[1]]
-        elif op == "xor":
-            slots[dst] = slots[src[0]] ^ slots[src[1]]
-        elif op == "not":
-            slots[dst] = ~slots[src[0]]
-        elif op == "copy":
-            slots[dst] = slots[src[0]]
-        else:
-            slots[dst] = torch.full((1,), 0 if op == "zero" else -1, dtype=torch.int64, device=like.device)
-    return [slots[s] for s in program.output_slots]
+    return torch_engine.run_program(program, inputs, broadcast=True)
 
 
 def evaluate_lanes(program, operands, widths):
