@@ -10,8 +10,6 @@ compiled circuit and this library available; otherwise the numpy reduction runs.
 from __future__ import annotations
 
 import ctypes
-import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 from circuits.errors import AxnetError
 from simulator import native
 from simulator.engine import select_native
+from simulator.ordered_map import ordered_map
 from simulator.program import compile_netlist
 
 CSRC = Path(__file__).resolve().parent / "csrc"
@@ -102,19 +101,8 @@ def map_native_blocks(pl, n_blocks, per_block, threads=2, progress=None):
     def work(first):
         return [_block_sums(pl, b * per_block, per_block) for b in range(first, min(first + batch, n_blocks))]
 
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as executor:
-        starts = iter(range(0, n_blocks, batch))
-        pending = [executor.submit(work, first) for first in itertools.islice(starts, 2 * max(threads, 1))]
-        try:
-            while pending:
-                results = pending.pop(0).result()
-                nxt = next(starts, None)
-                if nxt is not None:
-                    pending.append(executor.submit(work, nxt))
-                for part in results:
-                    if progress is not None:
-                        progress(per_block)
-                    yield part
-        finally:
-            for f in pending:
-                f.cancel()
+    for results in ordered_map(work, range(0, n_blocks, batch), threads):
+        for part in results:
+            if progress is not None:
+                progress(per_block)
+            yield part

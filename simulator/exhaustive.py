@@ -12,15 +12,14 @@ i >= 6 is all-0 or all-1 words in runs of 2^(i-6) words.
 """
 from __future__ import annotations
 
-import itertools
 import queue
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from circuits.errors import AxnetError
 from simulator.engine import select_native
+from simulator.ordered_map import ordered_map
 from simulator.evaluator import ALL_ONES, LOW_INPUT_WORDS, ZERO, Evaluator, input_word_index_bits  # noqa: F401
 from simulator.program import Program, compile_netlist, cover_truth_table  # noqa: F401 (re-exported names)
 
@@ -98,22 +97,11 @@ def map_blocks(netlist, fn, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress
                 progress(patterns_per_block)
             yield result
         return
-    with ThreadPoolExecutor(max_workers=threads) as executor:
-        starts = iter(range(0, n_blocks, batch))
-        pending = [executor.submit(work, first) for first in itertools.islice(starts, 2 * threads)]
-        try:
-            while pending:
-                results = pending.pop(0).result()
-                nxt = next(starts, None)
-                if nxt is not None:
-                    pending.append(executor.submit(work, nxt))
-                for result in results:
-                    if progress is not None:
-                        progress(patterns_per_block)
-                    yield result
-        finally:
-            for f in pending:
-                f.cancel()
+    for results in ordered_map(work, range(0, n_blocks, batch), threads):
+        for result in results:
+            if progress is not None:
+                progress(patterns_per_block)
+            yield result
 
 
 def iter_output_planes(netlist, block_words=DEFAULT_BLOCK_WORDS, threads=2, progress=None):

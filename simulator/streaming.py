@@ -6,14 +6,13 @@ function one block of planes at a time, so no table of all patterns is ever buil
 """
 from __future__ import annotations
 
-import itertools
 import queue
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from circuits.errors import AxnetError
 from simulator.engine import select_native
+from simulator.ordered_map import ordered_map
 from simulator.exhaustive import DEFAULT_BLOCK_WORDS, Evaluator, _as_program, planes_to_words
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -65,21 +64,10 @@ def map_random_blocks(netlist, fn, samples, seed=0, block_words=DEFAULT_BLOCK_WO
         finally:
             pool.put(ev)
 
-    with ThreadPoolExecutor(max_workers=threads) as executor:
-        blocks = iter(range(n_blocks))
-        pending = [executor.submit(work, b) for b in itertools.islice(blocks, 2 * threads)]
-        try:
-            while pending:
-                result, n_valid = pending.pop(0).result()
-                nxt = next(blocks, None)
-                if nxt is not None:
-                    pending.append(executor.submit(work, nxt))
-                if progress is not None:
-                    progress(n_valid)
-                yield result
-        finally:
-            for f in pending:
-                f.cancel()
+    for result, n_valid in ordered_map(work, range(n_blocks), threads):
+        if progress is not None:
+            progress(n_valid)
+        yield result
 
 
 def planes_to_ints(planes, n_valid):

@@ -12,10 +12,12 @@ import ctypes
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+
+from simulator.native import compiler as find_compiler
+from simulator.native import cpu_signature
 
 __all__ = ["load", "available", "error", "sources", "CSRC"]
 
@@ -40,24 +42,12 @@ def source_key():
     digest = hashlib.sha256()
     for path in sorted(CSRC.glob("*.[ch]")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update((" ".join(_FLAGS) + _cpu_signature()).encode())
+    digest.update((" ".join(_FLAGS) + cpu_signature()).encode())
     return digest.hexdigest()[:16]
 
 
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu11"]
 _STATE = {"lib": None, "error": None, "tried": False}
-
-
-def _cpu_signature():
-    """A short description of this CPU, so a cache shared between machines never loads a foreign -march build."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    import platform
-    return platform.processor() + platform.machine()
 
 
 def _cache_dir():
@@ -66,7 +56,7 @@ def _cache_dir():
 
 def _build(target):
     """Compile the C sources into `target` atomically (a temporary file renamed into place)."""
-    compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    compiler = find_compiler()
     if compiler is None:
         raise RuntimeError("no C compiler (gcc or cc) on PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
