@@ -278,7 +278,7 @@ def compile_netlist(netlist):
                 slot_of[dst] = n_slots
                 n_slots += 1
         steps.append((op, slot_of[dst], *src_slots))
-        for r in set(srcs):
+        for r in dict.fromkeys(srcs):  # ordered: the slot numbering (and the C text) must not depend on the hash seed
             if last_read.get(r) == idx and slot_of[r] >= len(netlist.inputs) and r != dst:
                 free.append(slot_of[r])
         if dst not in last_read and slot_of[dst] >= len(netlist.inputs):  # written but never read

@@ -189,3 +189,18 @@ def test_library_is_cached_on_disk_and_reloaded(monkeypatch, tmp_path):
     engine.forget_all()
     monkeypatch.setattr(native, "_LOADED", {})
     assert engine.compile_native(nl, work=1) is not None  # on disk: used even for small work
+
+
+def test_compiled_program_does_not_depend_on_the_hash_seed():
+    """The slot numbering (and so the generated C text and its disk-cache key) is the same in every process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = ("import hashlib; from circuits.generators import loa_adder, array_multiplier; "
+              "from simulator.program import compile_netlist; "
+              "ps = [compile_netlist(n) for n in (loa_adder(16, 6), array_multiplier(6, 6))]; "
+              "print(hashlib.sha256(repr([(p.steps, p.output_slots) for p in ps]).encode()).hexdigest())")
+    root = str(Path(__file__).resolve().parents[1])
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, check=True,
+                              env={"PYTHONHASHSEED": str(seed), "PYTHONPATH": root}).stdout for seed in (1, 2, 3)}
+    assert len(digests) == 1
