@@ -453,14 +453,15 @@ def train_cmd(ctx, model_name, data_spec, epochs, out_dir, optimizer, batch_size
 @main.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--arith", "arith_texts", multiple=True, default=["float"], show_default=True,
-              help="float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W] or cell:NAME:k=K[:width=32]; repeatable.")
+              help="float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W], cell:NAME:k=K[:width=32] or "
+                   "circuit:FILE[:grad=ste|diff][:w=W] (an adder netlist of up to 32 bits); repeatable.")
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
 @click.option("--accum", "accum_text", default=None, metavar="SPEC", help=ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, accum_text, as_json):
-    """Test accuracy of a checkpoint under float, quantized exact, LUT or cell-adder arithmetic."""
+    """Test accuracy of a checkpoint under float, quantized exact, LUT, cell-adder or netlist arithmetic."""
     from dnn.workflow import eval_checkpoint
 
     results = [eval_checkpoint(checkpoint, a, data_spec, test_limit=limit_test,
