@@ -272,3 +272,24 @@ def test_retrain_through_a_wide_netlist(tiny_checkpoint, tmp_path):
     rows = json.loads(r.stdout)["rows"]
     assert ["16-bit adder netlist" in row["arith"] for row in rows[2:]] == [True] * (len(rows) - 2)
     assert "grad=diff" in rows[-1]["arith"] and "grad=ste" in rows[2]["arith"]
+
+
+@pytest.mark.parametrize("geometry, shape", [(((3, 3), (1, 1), (1, 1)), (3, 2, 17, 13)),
+                                             (((3, 2), (2, 1), (0, 2), (2, 1)), (2, 3, 21, 11))])
+def test_compiled_diff_backward_over_several_tiles(geometry, shape):
+    """More pixels than one 512-lane tile (a partial last tile), strides, dilation and asymmetric padding; taps whose
+    tile holds values at either end of the range (per-lane windows) and taps whose tile does not (the neighbours of
+    c added bit-sliced) both occur."""
+    adder = NetlistAdder(loa_adder(16, 5), grad="diff", half_window=4, table_bits=0)
+    geom = Geometry(*geometry)
+    q = adder.qmax
+    x, w = random_operands(q, shape, (3, shape[1], *geometry[0]), seed=7)
+    x[0, 0, 2, :5] = torch.tensor([q, -q, q - 3, -q + 4, q - 5]).float()
+    ho, wo = geom.output_size(*shape[2:])
+    step, g = torch.tensor(3e-4), torch.randn(shape[0], 3, ho, wo)
+    compiled = netlist_native.adder_diff_backward(adder.program, x, w, step, g, geom, adder.bits, q, 4)
+    if compiled is None:
+        pytest.skip("no C compiler")
+    gx, gw = adder.diff_backward(x, w, step, g, geom, (True, True))
+    for fast, slow in zip(compiled, (gx, gw)):
+        assert (fast - slow).abs().max() <= 1e-5 * slow.abs().max()

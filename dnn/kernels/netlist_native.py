@@ -147,12 +147,13 @@ def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_
     """(grad_x, grad_w) of the grad="diff" backward on the compiled kernel (CPU), or None when it cannot be built.
 
     The w neighbours and divisors of the shrink rule come from `window_points` (one per weight); the kernel finds
-    those of c = -x per pair, evaluates the circuit at all eight neighbours bit-sliced and applies the chain rule.
+    those of c = -x per pair, evaluates the circuit at all eight neighbours bit-sliced, applies the chain rule and
+    folds the column gradients back onto the image.
     """
     lib = _library(adder_grad_source(program, bits), "nl_adder_diff_backward")
     if lib is None:
         return None
-    from dnn.kernels.netlist_torch import broadcast_planes, window_points
+    from dnn.kernels.netlist_torch import window_points
     n, c, h, w = xq.shape
     o = wq.shape[0]
     ho, wo = geom.output_size(h, w)
@@ -162,18 +163,17 @@ def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_
     w_int = wq.reshape(o, -1).to(torch.int64)
     k = w_int.shape[1]
     up1, up0, dn0, dn1, den = window_points(w_int + qmax, 2 * qmax + 1, half_window)
-    planes = broadcast_planes(w_int & mask, bits).permute(1, 2, 0).contiguous()
-    neighbours = torch.stack([(v - qmax) & mask for v in (up1, up0, dn0, dn1)], -1)  # O, K, 4
-    nplanes = broadcast_planes(neighbours, bits).permute(1, 2, 3, 0).contiguous()  # O, K, 4, n
+    w_patterns = (w_int & mask).to(torch.int32).contiguous()  # uint32 in C
+    neighbours = torch.stack([(v - qmax) & mask for v in (up1, up0, dn0, dn1)], -1).to(torch.int32).contiguous()
     denw = den.to(torch.float32).contiguous()
     g = grad_out.float().contiguous()
     threads = torch.get_num_threads()
-    grad_cols = torch.zeros(n, k, ho * wo, dtype=torch.float32)
+    cols = torch.empty(n, k, ho * wo, dtype=torch.float32)  # scratch: the kernel writes every element
+    grad_x = torch.empty(n, c, h, w, dtype=torch.float32)
     grad_w = torch.zeros(threads, o, k, dtype=torch.float64)
     ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
-    lib.nl_adder_diff_backward(ptr(patterns), ptr(planes), ptr(nplanes), ptr(denw), ptr(g), ptr(grad_cols),
-                               ptr(grad_w), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
-                               *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo), *_ints(qmax, half_window),
-                               ctypes.c_float(float(step)), ctypes.c_int(threads))
-    grad_x = geom.fold(grad_cols, h, w)
+    lib.nl_adder_diff_backward(ptr(patterns), ptr(w_patterns), ptr(neighbours), ptr(denw), ptr(g), ptr(cols),
+                               ptr(grad_x), ptr(grad_w), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
+                               *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo, ph, pw),
+                               *_ints(qmax, half_window), ctypes.c_float(float(step)), ctypes.c_int(threads))
     return grad_x, grad_w.sum(0).float().reshape(wq.shape)
