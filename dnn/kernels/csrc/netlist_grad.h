@@ -129,24 +129,27 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                 for (int q = 0; q < NL_GROUP; q++)
                     gt[(long)o * NL_GROUP + q] = base[q] < 0 ? 0.0f : g[gofs[q] + (long)o * HW];
             for (long k = 0; k < K; k++) {
+                int64_t vmax = 0; /* the largest |value| of the tap over the tile */
                 for (int q = 0; q < NL_GROUP; q++) {
                     const uint64_t pat = base[q] < 0 ? 0 : bp[base[q] + taps[k]];
                     val[q] = (int32_t)((int64_t)(pat << (64 - NL_BITS)) >> (64 - NL_BITS));
                     rows[q / NL_LANES][q % NL_LANES] = pat;
+                    const int64_t a = val[q] < 0 ? -(int64_t)val[q] : val[q];
+                    vmax = a > vmax ? a : vmax;
                 }
-                /* the window of each lane (vectorizable): j = position on the axis, h its half width, -1 at the ends
-                 * (float32 quantization of 26+ bit operands can round qmax up: such values take the edge's slope) */
-                int interior = 1;
-                for (int q = 0; q < NL_GROUP; q++) {
-                    int64_t j = (int64_t)val[q] + qmax;
-                    j = j < 0 ? 0 : j > size - 1 ? size - 1 : j;
-                    int64_t h = j - 1 < size - 2 - j ? j - 1 : size - 2 - j;
-                    h = h > hw ? hw : h;
-                    h = (j == 0 || j == size - 1) ? -1 : h;
-                    hq[q] = (int32_t)h;
-                    denc[q] = h < 0 ? 2.0f : (float)(2 * (2 * h + 1));
-                    interior &= h == hw;
-                }
+                /* interior: every lane has the full window (|v| <= qmax - hw - 1), so h = hw and den_c is one number */
+                const int interior = vmax <= (int64_t)qmax - hw - 1;
+                if (!interior) /* the window of each lane: j = position on the axis, h its half width, -1 at the ends
+                                * (float32 quantization of 26+ bit operands can round qmax up: the edge's slope) */
+                    for (int q = 0; q < NL_GROUP; q++) {
+                        int64_t j = (int64_t)val[q] + qmax;
+                        j = j < 0 ? 0 : j > size - 1 ? size - 1 : j;
+                        int64_t h = j - 1 < size - 2 - j ? j - 1 : size - 2 - j;
+                        h = h > hw ? hw : h;
+                        h = (j == 0 || j == size - 1) ? -1 : h;
+                        hq[q] = (int32_t)h;
+                        denc[q] = h < 0 ? 2.0f : (float)(2 * (2 * h + 1));
+                    }
                 memset(gacc, 0, sizeof gacc);
                 nl_transpose(rows);
                 memcpy(cpl[0], rows, sizeof(nlv) * NL_BITS);
@@ -221,8 +224,10 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                     for (int l = 0; l < NL_LANES; l++) wtotal -= wsum[l];
                     gw[(long)o * K + k] += wtotal / denw[(long)o * K + k];
                 }
+                const float den_all = (float)(2 * (2 * hw + 1));
                 for (int q = 0; q < NL_GROUP; q++)
-                    if (base[q] >= 0) cols[cofs[q] + k * HW] = gacc[q / NL_LANES][q % NL_LANES] / denc[q];
+                    if (base[q] >= 0)
+                        cols[cofs[q] + k * HW] = gacc[q / NL_LANES][q % NL_LANES] / (interior ? den_all : denc[q]);
             }
         }
         free(gt);
