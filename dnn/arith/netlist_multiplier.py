@@ -15,6 +15,7 @@ from circuits.errors import AxnetError
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
 from dnn.kernels import triton as triton_kernels
+from dnn.kernels.mult_ops import FLOAT64_EXACT, per_output
 
 MODES = ("unsigned", "signed")
 MAX_OUTPUTS = 62  # product words and their sums over a patch stay inside int64
@@ -106,6 +107,31 @@ class NetlistMultiplier:
         if sums is None:
             sums = product_sums_torch(self.program, qx, qw, self.widths, self.out_bits, self.mode == "signed")
         return sums.to(torch.float64)
+
+    def conv_product(self, qx, qw, geom, groups, s_x, z_x, s_w, z_w):
+        """The layer product s_x s_w[o] (sum P(q_x, q_w[o]) - z_w sum q_x - z_x sum q_w + K z_x z_w), float64
+        (N, O, Ho, Wo), on the compiled convolution kernel (`netlist_native.mult_conv`): read straight from the
+        image padded with z_x, the zero-point terms folded in as exact integers. The same values as the unfolded
+        product (`ApproxConv2d.product_conv`); None where that path must serve: not CPU, native code off, terms
+        that could reach 2^53 or activations their dtype does not hold exactly, a signed layer with weight zero points.
+        """
+        from dnn.kernels import netlist_native
+        if qx.device.type != "cpu" or not netlist_native.enabled():
+            return None
+        wa, wb = self.widths
+        o, k = qw.shape[0], qw[0].numel()
+        if k * ((1 << self.out_bits) + (3 << (wa + wb))) >= FLOAT64_EXACT or 1 << wa > 2 / torch.finfo(qx.dtype).eps:
+            return None  # (the unfolded path's padding, (q_x - z_x) + z_x, is then not exact either)
+        zw = per_output(z_w, o).to(torch.int64)
+        x_zero = int(z_x)
+        corr = (k * x_zero) * zw - x_zero * qw.detach().reshape(o, -1).to(torch.int64).sum(1)
+        if not bool(zw.any()):
+            zw = None
+        elif self.mode == "signed":
+            return None  # the kernel's patch sums are of two's-complement patterns, not of signed values
+        scale = s_x.detach().to(torch.float64) * per_output(s_w, o)
+        return netlist_native.mult_conv(self.program, qx.detach(), qw.detach(), geom, groups, self.widths,
+                                        self.out_bits, self.mode == "signed", x_zero, (corr, zw, scale))
 
 
 def product_sums_torch(program, qx, qw, widths, out_bits, signed, chunk=1 << 22):

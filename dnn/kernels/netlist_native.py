@@ -122,24 +122,67 @@ def mult_sums(program, qx, qw, widths, out_bits, signed):
     multiplier's product (its first `out_bits` outputs, read as signed when `signed`); None when it cannot be built.
     """
     lib = _library(mult_source(program, widths, out_bits, signed), "nl_mult_forward")
-    if lib is None:
-        return None
-    from dnn.kernels.netlist_torch import broadcast_planes
     m, k = qx.shape
-    o = qw.shape[0]
-    bound = k * (1 << out_bits)
-    acc_bits = bound.bit_length() + (1 if signed else 0)
-    if acc_bits > 64:
+    acc_bits = _mult_acc_bits(k, out_bits, signed)
+    if lib is None or acc_bits > 64:
         return None
-    if widths[0] < 32:  # the low bits of each value as a uint32 pattern, without an int64 copy
-        x = (qx.to(torch.int32) & ((1 << widths[0]) - 1)).contiguous()
-    else:
-        x = (qx.to(torch.int64) & ((1 << widths[0]) - 1)).to(torch.int32).contiguous()
-    planes = broadcast_planes(qw.to(torch.int64) & ((1 << widths[1]) - 1), widths[1]).permute(1, 2, 0).contiguous()
-    out = torch.empty(m, o, dtype=torch.int64)
+    x = _patterns(qx, widths[0])
+    planes = _weight_planes(qw, widths[1])
+    out = torch.empty(m, qw.shape[0], dtype=torch.int64)
     lib.nl_mult_forward(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(planes.data_ptr()),
-                        ctypes.c_void_p(out.data_ptr()), ctypes.c_long(m), ctypes.c_long(k), ctypes.c_int(o),
+                        ctypes.c_void_p(out.data_ptr()), ctypes.c_long(m), ctypes.c_long(k), ctypes.c_int(qw.shape[0]),
                         ctypes.c_int(acc_bits), ctypes.c_int(torch.get_num_threads()))
+    return out
+
+
+def _mult_acc_bits(k, out_bits, signed):
+    """Planes of the bit-sliced accumulator of k products of `out_bits` bits (plus a sign plane when signed)."""
+    return (k * (1 << out_bits)).bit_length() + (1 if signed else 0)
+
+
+def _patterns(q, bits, pad=None, value=0):
+    """The low `bits` bits of each value of the integer-valued q as a contiguous int32 tensor (uint32 patterns in
+    C), optionally padded by `pad` (F.pad order) with `value` first."""
+    t = q.to(torch.int32) if bits < 32 else q.to(torch.int64)  # int32: no int64 copy for the usual widths
+    if pad is not None:
+        t = torch.nn.functional.pad(t, pad, value=int(value))
+    return (t & ((1 << bits) - 1)).to(torch.int32).contiguous()
+
+
+def _weight_planes(qw, bits):
+    """(O, K, bits) words 0 or ~0: bit i of the weight qw[o, k] (qw (O, ...) flattened per filter)."""
+    from dnn.kernels.netlist_torch import broadcast_planes
+    w = qw.reshape(qw.shape[0], -1).to(torch.int64) & ((1 << bits) - 1)
+    return broadcast_planes(w, bits).permute(1, 2, 0).contiguous()
+
+
+def mult_conv(program, qx, qw, geom, groups, widths, out_bits, signed, x_pad=0, fold=None):
+    """Product sums of a convolution on the compiled kernel, read straight from the padded image: S[n, o, p] =
+    sum over the patch of P(x, w[o]) for integer-valued qx (N, C, H, W) padded with `x_pad` and qw (O, C/groups,
+    kh, kw), as int64 (N, O, Ho, Wo). With fold = (corr, zw, scale) (O,) int64, int64 or None, float64: the float64
+    (S + corr[o] - zw[o] X) * scale[o] instead, X the pixel's sum of x over its patch (exact while every term stays
+    below 2^53; the caller checks). None when the kernel cannot be built."""
+    lib = _library(mult_source(program, widths, out_bits, signed), "nl_mult_conv")
+    n, c, h, w = qx.shape
+    o = qw.shape[0]
+    k = qw[0].numel()
+    acc_bits = _mult_acc_bits(k, out_bits, signed)
+    if lib is None or acc_bits > 64:
+        return None
+    lib.nl_mult_conv.restype = None
+    ho, wo = geom.output_size(h, w)
+    ph, pw = geom.padding
+    x = _patterns(qx, widths[0], (pw, pw, ph, ph), x_pad)
+    planes = _weight_planes(qw, widths[1])
+    ptr = lambda t: ctypes.c_void_p(None if t is None else t.data_ptr())  # noqa: E731
+    corr = zw = scale = None
+    if fold is not None:
+        corr, zw, scale = (None if t is None else t.contiguous() for t in fold)
+    out = torch.empty(n, o, ho, wo, dtype=torch.int64 if fold is None else torch.float64)
+    lib.nl_mult_conv(ptr(x), ptr(planes), ptr(out), ctypes.c_int(fold is not None), ptr(corr), ptr(zw), ptr(scale),
+                     ctypes.c_long(n), *_ints(c // groups, h + 2 * ph, w + 2 * pw, o, groups, *geom.kernel,
+                                              *geom.stride, *geom.dilation, ho, wo, acc_bits),
+                     ctypes.c_int(torch.get_num_threads()))
     return out
 
 

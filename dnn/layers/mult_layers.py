@@ -89,6 +89,22 @@ class LutConv(torch.autograd.Function):
         return gx, gw, None, None, None, None, None, None, None
 
 
+class NetlistConv(LutConv):
+    """The layer product computed by a netlist multiplier's own convolution kernel (`conv_product`), given as `y`;
+    LutConv's straight-through backward (a float convolution's at (q_x - z_x, q_w - z_w), scaled)."""
+
+    @staticmethod
+    def forward(ctx, qx, qw, y, mult, geom, groups, s_x, z_x, s_w, z_w):
+        ctx.mult, ctx.geom, ctx.groups, ctx.state = mult, geom, groups, {}
+        ctx.save_for_backward(qx, qw, s_x, z_x, s_w, z_w)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        gx, gw = LutConv.backward(ctx, g)[:2]
+        return gx, gw, None, None, None, None, None, None, None, None
+
+
 class ApproxMixin:
     """Quantization and LUT product shared by ApproxConv2d and ApproxLinear."""
 
@@ -196,14 +212,29 @@ class ApproxConv2d(ApproxMixin, nn.Conv2d):
             geom = Geometry(self.kernel_size, self.stride, self.padding, self.dilation)
             y = LutConv.apply(qx, qw, self.mult, geom, self.groups, s_x, z_x, s_w, z_w).to(x.dtype)
         else:
-            y = self.product_conv(qx, qw, s_x, z_x, s_w, z_w).to(x.dtype)
+            y = self.direct_product(qx, qw, s_x, z_x, s_w, z_w)
+            y = (self.product_conv(qx, qw, s_x, z_x, s_w, z_w) if y is None else y).to(x.dtype)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
 
+    def direct_product(self, qx, qw, s_x, z_x, s_w, z_w):
+        """The layer product on a netlist multiplier's convolution kernel, read straight from the image (no unfold),
+        with the straight-through backward; None where it does not serve (an accumulator circuit, another device,
+        native code off): `product_conv` then gives the same values."""
+        conv = getattr(self.mult, "conv_product", None)
+        if conv is None or getattr(self, "accum", None) is not None:
+            return None
+        geom = Geometry(self.kernel_size, self.stride, self.padding, self.dilation)
+        y = conv(qx.detach(), qw.detach(), geom, self.groups, s_x, z_x, s_w, z_w)
+        if y is None or not torch.is_grad_enabled() or not (qx.requires_grad or qw.requires_grad):
+            return y
+        return NetlistConv.apply(qx, qw, y, self.mult, geom, self.groups, s_x, z_x, s_w, z_w)
+
     def product_conv(self, qx, qw, s_x, z_x, s_w, z_w):
         """The layer product through `approx_matmul` per group on the unfolded input: the path of accumulators and
-        multipliers without a value table, and the reference `LutConv` is tested against."""
+        multipliers without a value table (where `direct_product` does not serve), and the reference `LutConv` and
+        `direct_product` are tested against."""
         ph, pw = self.padding
         # pad with the zero point: the padded taps are exactly x = 0, as in a float convolution
         padded = F.pad(qx - z_x, (pw, pw, ph, ph)) + z_x
