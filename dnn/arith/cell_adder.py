@@ -60,13 +60,67 @@ def ripple_add(a, b, chunks, approx_bits, width):
     return (high | low) & ((1 << width) - 1)
 
 
+def carry_monotone(rows):
+    """True when the cell's carry out never falls as its carry in rises: cout(a, b, 0) implies cout(a, b, 1)."""
+    return all(rows[ab * 2 + 1][1] or not rows[ab * 2][1] for ab in range(4))
+
+
+def chain_masks(rows, approx_bits, width):
+    """The word tables of a monotone-carry chain: {name: [M00, M01, M10, M11]} for the bit functions g = cout at carry
+    in 0, p = cout at carry in 1, d = sum(cin 0) ^ sum(cin 1) and s = sum(cin 0) ^ (d & (p ^ g)) of (a_i, b_i); bit i
+    of M_ab is the function at (a, b) in cell i (the given cell below `approx_bits`, the exact full adder above)."""
+    cell = (1 << approx_bits) - 1
+    exact = ((1 << width) - 1) ^ cell
+
+    def functions(table):
+        out = {"g": [], "p": [], "s": [], "d": []}
+        for ab in range(4):
+            (s0, g), (s1, p) = table[ab * 2], table[ab * 2 + 1]
+            d = s0 ^ s1
+            for name, bit in (("g", g), ("p", p), ("d", d), ("s", s0 ^ (d & (p ^ g)))):
+                out[name].append(bit)
+        return out
+
+    approx, full = functions(rows), functions(_EXACT_ROWS)
+    return {name: [(cell if approx[name][ab] else 0) | (exact if full[name][ab] else 0) for ab in range(4)]
+            for name in ("g", "p", "s", "d")}
+
+
+_EXACT_ROWS = [((a + b + c) & 1, (a + b + c) >> 1) for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+
+
+def _bit_function(a, b, m):
+    """The per-bit function with truth words m = [M00, M01, M10, M11] at the bits of a and b (int64 tensors)."""
+    return (a & b & m[3]) | (a & ~b & m[2]) | (~a & b & m[1]) | (~a & ~b & m[0])
+
+
+def chain_add(a, b, masks, width):
+    """Width-bit sum of patterns a and b (int64 tensors, width <= 48) along a monotone-carry chain (`chain_masks`):
+    all carries at once as c = (P + G) ^ P ^ G, the sum s = S ^ (D & (P + G)). Equals `ripple_add`."""
+    g, p = _bit_function(a, b, masks["g"]), _bit_function(a, b, masks["p"])
+    d, s = _bit_function(a, b, masks["d"]), _bit_function(a, b, masks["s"])
+    return (s ^ (d & (p + g))) & ((1 << width) - 1)
+
+
+def chain_mode(masks, width):
+    """Shortcuts of the compiled chain: 1 when d does not depend on b, + 2 when g + p rises by exactly 1 with b in
+    every bit (the exact carry g = ab, p = a | b; then P + G = A + b, one addition)."""
+    (d00, d01, d10, d11), bit = masks["d"], lambda word, i: (word >> i) & 1
+    mode = 1 if (d00, d10) == (d01, d11) else 0
+    rise = all(bit(masks["g"][ab + 1], i) + bit(masks["p"][ab + 1], i) - bit(masks["g"][ab], i)
+               - bit(masks["p"][ab], i) == 1 for ab in (0, 2) for i in range(width))
+    return mode + (2 if rise else 0)
+
+
 class CellAdder(_TableAdder):
     """A width-bit ripple-carry adder whose lowest `approx_bits` cells are `cell` and the rest exact full adders.
 
     The seed-000 setting: operands quantized to the signed (width-1)-bit range with the shared scale, then
     d = approx_add(w, -x) in width-bit two's complement (w the first operand, A of each cell), |d| and the sum exact.
     approx_bits = 0 is exact addition. Adders of up to 12 bits run through folded tables like LutAdder; wider ones
-    compute every (x, w) pair with the chained-table ripple (`ripple_add`). Gradients are straight-through ("ste").
+    compute every (x, w) pair: in word arithmetic when the cell's carry is monotone in the carry in (`chain_add`, on
+    CPUs the compiled csrc/cell_chain.c; every bundled cell), else with the bit-sliced netlist kernel or the
+    chained-table ripple (`ripple_add`, the reference). Gradients are straight-through ("ste").
     """
 
     def __init__(self, cell="maj", approx_bits=0, width=32, grad="ste"):
@@ -82,6 +136,9 @@ class CellAdder(_TableAdder):
         self.cell, self.approx_bits, self.bits, self.grad = cell, approx_bits, width, grad
         self.rows = cell_truth_table(cell)
         self.chunks = ripple_tables(self.rows, approx_bits)
+        # a carry monotone in the carry in: the whole chain in word arithmetic (`chain_add`, csrc/cell_chain.c)
+        self.masks = chain_masks(self.rows, approx_bits, width) if carry_monotone(self.rows) else None
+        self.chain_mode = chain_mode(self.masks, width) if self.masks else None
         self.program = None  # the ripple compiled for the netlist kernel, on first use
         if width <= MAX_LUT_BITS:
             values = torch.arange(-self.qmax, self.qmax + 1, dtype=torch.int64)
@@ -100,6 +157,8 @@ class CellAdder(_TableAdder):
     def abs_sums(self, xq, wq, geom):
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
+        if self.masks is not None:
+            return self.chain_sums(xq, wq, geom)
         sums = self.netlist_sums(xq, wq, geom)
         if sums is not None:
             return sums.double()
@@ -121,8 +180,16 @@ class CellAdder(_TableAdder):
             self.program = TwoOperandCircuit(netlist).program(self.bits)
         return netlist_native.adder_abs_sums(self.program, xq, wq, geom, self.bits)
 
-    def pairwise_sums(self, xq, wq, geom):
-        """sum_k |add(w, -x)| computed for every (x, w) pair in chunks (float64, exact below 2^53)."""
+    def chain_sums(self, xq, wq, geom):
+        """The sums along the monotone-carry chain: the compiled word kernel, else `chain_add` per pair in torch."""
+        if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
+            masks = [m for name in ("g", "p", "s", "d") for m in self.masks[name]]
+            return native_kernels.cell_chain_forward(xq, wq, geom, masks, self.bits, self.chain_mode)
+        return self.pairwise_sums(xq, wq, geom, lambda a, b: chain_add(a, b, self.masks, self.bits))
+
+    def pairwise_sums(self, xq, wq, geom, add=None):
+        """sum_k |add(w, -x)| computed for every (x, w) pair in chunks (float64, exact below 2^53); `add(a, b)` gives
+        the width-bit sum patterns, by default the chained-table `ripple_add` (the reference)."""
         n, o = xq.shape[0], wq.shape[0]
         mask = (1 << self.bits) - 1
         w_pat = (wq.reshape(o, -1).to(torch.int64) & mask)[None, :, :, None]  # 1, O, K, 1
@@ -136,7 +203,8 @@ class CellAdder(_TableAdder):
             cols = geom.unfold(xq[n0:n0 + n_step].double()).to(torch.int64)
             nx_pat = ((-cols) & mask)[:, None]  # n, 1, K, L
             for o0 in range(0, o, o_step):
-                words = ripple_add(w_pat[:, o0:o0 + o_step], nx_pat, self.chunks, self.approx_bits, self.bits)
+                a = w_pat[:, o0:o0 + o_step]
+                words = add(a, nx_pat) if add else ripple_add(a, nx_pat, self.chunks, self.approx_bits, self.bits)
                 d = torch.where(words >= half, words - (1 << self.bits), words)
                 out[n0:n0 + n_step, o0:o0 + o_step] = d.abs_().sum(2).double()
         return out.view(n, o, ho, wo)

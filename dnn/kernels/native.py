@@ -149,6 +149,28 @@ def cell_forward(xq, wq, geom, chunks, approx_bits, width):
     return out
 
 
+CHAIN_FILTERS = 4  # filters per block of csrc/cell_chain.c (CHAIN_FB)
+
+
+def cell_chain_forward(xq, wq, geom, masks, width, mode):
+    """Compiled sums of |add(w, -x)| for a chain of monotone-carry cells (csrc/cell_chain.c), (N, O, Ho, Wo) float64.
+
+    `masks`: the 16 words of `dnn.arith.cell_adder.chain_masks` (g, p, s, d: M00 M01 M10 M11 each); `mode`: 1 = d does
+    not depend on b, 2 = g + p rises by 1 with b in every bit (`chain_mode`). The values must fit in int32."""
+    n, c, h, w = xq.shape
+    o = wq.shape[0]
+    k = wq[0].numel()
+    ho, wo = geom.output_size(h, w)
+    flat, image = _padded(xq, geom, 0, torch.int32)  # the kernel turns the values into patterns in place
+    weights = wq.reshape(o, -1).to(torch.int32).contiguous()
+    words = _typed_buffer("chain_words", torch.int32, (o + CHAIN_FILTERS - 1) // CHAIN_FILTERS * CHAIN_FILTERS * k * 8)
+    out = torch.empty(n, o, ho, wo, dtype=torch.float64)
+    load().cell_chain_forward(_ptr(flat), ctypes.c_long(flat.numel()), _ptr(weights), (ctypes.c_uint32 * 16)(*masks),
+                              _ptr(words), _ptr(out), *_ints(n, c, image.shape[2], image.shape[3], o),
+                              *_geometry_args(geom, ho, wo), *_ints(32 - width, mode, torch.get_num_threads()))
+    return out
+
+
 def _cell_small_forward(xq, wq, geom, table, approx_bits, width):
     """cell_forward for at most 8 approximate cells (one chunk, or none), through the low part's error table."""
     lib = load()
