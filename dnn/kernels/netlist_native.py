@@ -151,9 +151,8 @@ def _patterns(q, bits, pad=None, value=0):
 
 def _weight_planes(qw, bits):
     """(O, K, bits) words 0 or ~0: bit i of the weight qw[o, k] (qw (O, ...) flattened per filter)."""
-    from dnn.kernels.netlist_torch import broadcast_planes
-    w = qw.reshape(qw.shape[0], -1).to(torch.int64) & ((1 << bits) - 1)
-    return broadcast_planes(w, bits).permute(1, 2, 0).contiguous()
+    w = qw.reshape(qw.shape[0], -1, 1).to(torch.int64)
+    return ((w >> torch.arange(bits, dtype=torch.int64)) & 1).neg_()
 
 
 def mult_conv(program, qx, qw, geom, groups, widths, out_bits, signed, x_pad=0, fold=None):
