@@ -101,7 +101,8 @@ def operands(width, x_shape, w_shape, seed, full=False):
 
 # (C, O, kernel, stride, padding, dilation, N, H, W)
 SHAPES = [(3, 5, 3, 1, 1, 1, 2, 7, 9), (2, 9, (2, 3), (2, 1), (1, 0), 1, 1, 8, 5), (4, 3, 3, 2, 2, 2, 3, 9, 6),
-          (1, 4, 1, 1, 0, 1, 2, 3, 37), (2, 6, 3, 3, 1, (1, 2), 1, 11, 40)]
+          (1, 4, 1, 1, 0, 1, 2, 3, 37), (2, 6, 3, 3, 1, (1, 2), 1, 11, 40),
+          (2, 5, 3, 1, 1, 1, 1, 4, 30), (2, 3, 3, 2, 1, 1, 2, 5, 52)]  # the last two: whole rows per pass (Wo 30, 26)
 
 
 @needs_native

@@ -21,17 +21,6 @@ typedef uint64_t vq16 __attribute__((vector_size(128)));
 
 static inline vu16 usplat(uint32_t a) { return (vu16){0} + a; }
 
-static inline vu16 urow(const uint32_t *p, int step, int lanes) {
-    vu16 v;
-    if (step == 1) {
-        memcpy(&v, p, sizeof v);  /* may read past the row: those lanes are dropped (the image has slack) */
-        return v;
-    }
-    v = usplat(0);
-    for (int t = 0; t < lanes; t++) v[t] = p[(long)t * step];
-    return v;
-}
-
 #if defined(__AVX512F__)
 /* y ^ (b & z) and |s| as single instructions (vpternlogd, vpabsd) */
 static inline vu16 andxor(vu16 y, vu16 b, vu16 z) {
@@ -62,10 +51,65 @@ static inline void flush(vq16 *total, vu16 *lo, vu16 *hi) {
     *lo = *hi = usplat(0);
 }
 
-static inline __attribute__((always_inline)) void chain_block(const uint32_t *bp, const uint32_t *wt, double *out,
-                                                              int n, int oh, int ob, int C, int Hp, int Wp, int O,
-                                                              int kh, int kw, int sh, int sw, int dh, int dw, int Ho,
-                                                              int Wo, int shift, const int DCONST, const int SUM) {
+static inline vu16 urow(const uint32_t *p, int step, int lanes) {
+    vu16 v;
+    if (step == 1) {
+        memcpy(&v, p, sizeof v);  /* may read past the row: those lanes are dropped (the image has slack) */
+        return v;
+    }
+    v = usplat(0);
+    for (int t = 0; t < lanes; t++) v[t] = p[(long)t * step];
+    return v;
+}
+
+/* The lanes of one pass: output pixels p0 .. p0 + 16 * CHAIN_NQ - 1 of an image in (oh, ow) order, so short rows
+ * waste no lanes. off: each lane's input offset from the tap's position in the plane (0 past the last pixel: read and
+ * dropped); along an output row the lanes of a vector read consecutive inputs when sw = 1, one masked load per run. */
+typedef struct {
+    int off[16 * CHAIN_NQ], runs[CHAIN_NQ], run_off[CHAIN_NQ][17];
+    uint16_t run_mask[CHAIN_NQ][17];
+} chain_lanes;
+
+static void chain_lanes_of(chain_lanes *L, long p0, long P, int Wo, int sh, int sw, int Wp) {
+    int oh = (int)(p0 / Wo), ow = (int)(p0 % Wo);
+    for (int u = 0; u < CHAIN_NQ; u++) {
+        L->runs[u] = 0;
+        L->run_mask[u][0] = 0;
+        for (int t = 0; t < 16; t++, ow++) {
+            if (ow == Wo) ow = 0, oh++;
+            const long p = p0 + 16 * u + t;
+            const int off = oh * sh * Wp + ow * sw;
+            L->off[16 * u + t] = p < P ? off : 0;
+            if (p >= P) continue;
+            if (t == 0 || ow == 0) {  /* a new run: its load starts t lanes before its first input */
+                L->run_off[u][L->runs[u]] = off - t;
+                L->run_mask[u][L->runs[u]++] = 0;
+            }
+            L->run_mask[u][L->runs[u] - 1] |= (uint16_t)(1u << t);
+        }
+    }
+}
+
+static inline vu16 chain_load(const uint32_t *base, const chain_lanes *L, int u, int sw) {
+#if defined(__AVX512F__)
+    if (sw == 1) {  /* masked loads touch only their lanes' inputs */
+        if (L->run_mask[u][0] == 0xFFFF) return (vu16)_mm512_loadu_si512(base + L->run_off[u][0]);
+        __m512i v = _mm512_setzero_si512();
+        for (int r = 0; r < L->runs[u]; r++)
+            v = _mm512_mask_loadu_epi32(v, L->run_mask[u][r], base + L->run_off[u][r]);
+        return (vu16)v;
+    }
+#endif
+    vu16 v;
+    for (int t = 0; t < 16; t++) v[t] = base[L->off[16 * u + t]];
+    return v;
+}
+
+/* One output row (n, oh) for filters ob * CHAIN_FB ..: passes of 16 * CHAIN_NQ consecutive pixels, plain loads. */
+static inline __attribute__((always_inline)) void chain_rows(const uint32_t *bp, const uint32_t *wt, double *out,
+                                                             int n, int oh, int ob, int C, int Hp, int Wp, int O,
+                                                             int kh, int kw, int sh, int sw, int dh, int dw, int Ho,
+                                                             int Wo, int shift, const int DCONST, const int SUM) {
     const long K = (long)C * kh * kw;
     for (int ow0 = 0; ow0 < Wo; ow0 += 16 * CHAIN_NQ) {
         vu16 lo[CHAIN_FB][CHAIN_NQ], hi[CHAIN_FB][CHAIN_NQ];
@@ -115,6 +159,55 @@ static inline __attribute__((always_inline)) void chain_block(const uint32_t *bp
     }
 }
 
+/* Pixels p0 .. of image n (any rows) for filters ob * CHAIN_FB ..: for short rows, which would leave lanes idle. */
+static inline __attribute__((always_inline)) void chain_flat(const uint32_t *bp, const uint32_t *wt, double *out,
+                                                             int n, long p0, int ob, int C, int Hp, int Wp, int O,
+                                                             int kh, int kw, int sh, int sw, int dh, int dw, int Ho,
+                                                             int Wo, int shift, const int DCONST, const int SUM) {
+    const long K = (long)C * kh * kw, P = (long)Ho * Wo;
+    chain_lanes L;
+    chain_lanes_of(&L, p0, P, Wo, sh, sw, Wp);
+    vu16 lo[CHAIN_FB][CHAIN_NQ], hi[CHAIN_FB][CHAIN_NQ];
+    vq16 total[CHAIN_FB][CHAIN_NQ];
+    for (int f = 0; f < CHAIN_FB; f++)
+        for (int u = 0; u < CHAIN_NQ; u++) {
+            lo[f][u] = hi[f][u] = usplat(0);
+            total[f][u] = (vq16){0};
+        }
+    const uint32_t *w = wt + (long)ob * K * CHAIN_FB * 8;
+    int left = CHAIN_GROUP;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++) {
+            const uint32_t *xrow = bp + (((long)n * C + c) * Hp + (long)i * dh) * Wp;
+            for (int j = 0; j < kw; j++, w += CHAIN_FB * 8) {
+                vu16 b[CHAIN_NQ];
+                for (int u = 0; u < CHAIN_NQ; u++) b[u] = chain_load(xrow + (long)j * dw, &L, u, sw);
+                for (int f = 0; f < CHAIN_FB; f++) {
+                    const uint32_t *q = w + f * 8;
+                    const vu16 yg = usplat(q[0]), zg = usplat(q[1]), yp = usplat(q[2]), zp = usplat(q[3]);
+                    const vu16 ys = usplat(q[4]), zs = usplat(q[5]), yd = usplat(q[6]), zd = usplat(q[7]);
+                    for (int u = 0; u < CHAIN_NQ; u++) {
+                        const vu16 t = SUM ? yg + b[u] : andxor(yg, b[u], zg) + andxor(yp, b[u], zp);
+                        const vu16 d = DCONST ? yd : andxor(yd, b[u], zd);
+                        const vu16 v = uabs(andxor(andxor(ys, b[u], zs), d, t));
+                        lo[f][u] += v;
+                        hi[f][u] = add_top(hi[f][u], v);
+                    }
+                }
+                if (--left == 0) {
+                    for (int f = 0; f < CHAIN_FB; f++)
+                        for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
+                    left = CHAIN_GROUP;
+                }
+            }
+        }
+    for (int f = 0; f < CHAIN_FB && ob * CHAIN_FB + f < O; f++) {
+        double *dst = out + ((long)n * O + ob * CHAIN_FB + f) * P + p0;
+        for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
+        for (int l = 0; l < 16 * CHAIN_NQ && p0 + l < P; l++) dst[l] = (double)(total[f][l / 16][l % 16] >> shift);
+    }
+}
+
 /* out[n,o,oh,ow] = sum over the patch of |d|, d = the width-bit chain sum of a = w and b = -x read as signed.
  * xp: the padded input values (zero padding, with slack), overwritten by the b patterns (-x) << shift.
  * wq: (O, K) weight values; masks: for g, p, s, d in turn the words M00 M01 M10 M11 (bit i of M_ab: the function at
@@ -124,7 +217,10 @@ void cell_chain_forward(int32_t *xp, long image_len, const int32_t *wq, const ui
                         double *out, int N, int C, int Hp, int Wp, int O, int kh, int kw, int sh, int sw, int dh,
                         int dw, int Ho, int Wo, int shift, int mode, int threads) {
     const int OB = (O + CHAIN_FB - 1) / CHAIN_FB;
-    const long K = (long)C * kh * kw, tasks = (long)N * Ho * OB;
+    const long K = (long)C * kh * kw, PC = ((long)Ho * Wo + 16 * CHAIN_NQ - 1) / (16 * CHAIN_NQ);
+    const int passes = (Wo + 16 * CHAIN_NQ - 1) / (16 * CHAIN_NQ);
+    const int flat = 4 * Wo < 3 * 16 * CHAIN_NQ * passes;  /* rows would leave over a quarter of the lanes idle */
+    const long tasks = flat ? N * PC * OB : (long)N * Ho * OB;
     uint32_t *bp = (uint32_t *)xp;
 #pragma omp parallel num_threads(threads)
     {
@@ -142,18 +238,26 @@ void cell_chain_forward(int32_t *xp, long image_len, const int32_t *wq, const ui
             }
             if (mode & 2) q[0] += q[2];  /* A = Yg + Yp */
         }
-#pragma omp for schedule(dynamic, 4)
-        for (long t = 0; t < tasks; t++) {
-            const int ob = (int)(t % OB), oh = (int)((t / OB) % Ho), n = (int)(t / ((long)OB * Ho));
-#define CHAIN_BLOCK(DCONST, SUM) \
-    chain_block(bp, wt, out, n, oh, ob, C, Hp, Wp, O, kh, kw, sh, sw, dh, dw, Ho, Wo, shift, DCONST, SUM)
-            switch (mode) {  /* one specialised loop per mode */
-            case 0: CHAIN_BLOCK(0, 0); break;
-            case 1: CHAIN_BLOCK(1, 0); break;
-            case 2: CHAIN_BLOCK(0, 1); break;
-            default: CHAIN_BLOCK(1, 1);
-            }
-#undef CHAIN_BLOCK
+#define CHAIN_MODES(LAYOUT, AT) \
+        switch (mode) {  /* one specialised loop per mode */ \
+        case 0: LAYOUT(bp, wt, out, n, AT, ob, C, Hp, Wp, O, kh, kw, sh, sw, dh, dw, Ho, Wo, shift, 0, 0); break; \
+        case 1: LAYOUT(bp, wt, out, n, AT, ob, C, Hp, Wp, O, kh, kw, sh, sw, dh, dw, Ho, Wo, shift, 1, 0); break; \
+        case 2: LAYOUT(bp, wt, out, n, AT, ob, C, Hp, Wp, O, kh, kw, sh, sw, dh, dw, Ho, Wo, shift, 0, 1); break; \
+        default: LAYOUT(bp, wt, out, n, AT, ob, C, Hp, Wp, O, kh, kw, sh, sw, dh, dw, Ho, Wo, shift, 1, 1); \
         }
+        if (flat) {
+#pragma omp for schedule(dynamic, 4)
+            for (long t = 0; t < tasks; t++) {
+                const int ob = (int)(t % OB), n = (int)(t / OB / PC);
+                CHAIN_MODES(chain_flat, t / OB % PC * 16 * CHAIN_NQ)
+            }
+        } else {
+#pragma omp for schedule(dynamic, 4)
+            for (long t = 0; t < tasks; t++) {
+                const int ob = (int)(t % OB), n = (int)(t / OB / Ho), oh = (int)(t / OB % Ho);
+                CHAIN_MODES(chain_rows, oh)
+            }
+        }
+#undef CHAIN_MODES
     }
 }
