@@ -3,9 +3,10 @@
 The layers quantize as for a `LutMultiplier` (`dnn.layers.mult_layers`: unsigned with zero points, or signed) and
 ask the multiplier for the exact sums sum_k P(q_x[m, k], q_w[o, k]); this back-end computes them by evaluating the
 circuit on every (activation, weight) pair: a fused compiled bit-sliced kernel per circuit on CPU
-(`dnn.kernels.netlist_native.mult_sums`), torch bitwise ops elsewhere (`product_sums_torch`). The activation is the
-FIRST operand, the weight the second; the product is the word of all outputs (read as two's complement in signed
-mode). Gradients are straight-through.
+(`dnn.kernels.netlist_native.mult_sums`), torch bitwise ops elsewhere (`product_sums_torch`). An ApproxConv2d on
+CPU asks `conv_product` instead: the same kernel reads the padded image itself and folds the zero-point terms in, so
+no patch matrix is unfolded. The activation is the FIRST operand, the weight the second; the product is the word of
+all outputs (read as two's complement in signed mode). Gradients are straight-through.
 """
 from __future__ import annotations
 
