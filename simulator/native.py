@@ -45,7 +45,13 @@ def cache_dir():
 
 def compiler():
     """The C compiler to use ($CC, else gcc, else cc), or None."""
-    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    return os.environ.get("CC") or _find_compiler(os.environ.get("PATH", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _find_compiler(path):
+    """gcc or cc on `path` (the PATH scan is cached: every layer call asks)."""
+    return shutil.which("gcc", path=path) or shutil.which("cc", path=path)
 
 
 @functools.cache

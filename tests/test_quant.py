@@ -112,3 +112,15 @@ def test_group_clamp_is_exact_within_the_activation_range():
     fresh = Adder2d(2, 6, 3, padding=1)
     fresh.load_state_dict(layer.state_dict())
     torch.testing.assert_close(fresh.clamp_bias, layer.clamp_bias)
+
+
+def test_abs_max_matches_the_plain_definition():
+    from dnn.arith.quant import abs_max
+    g = torch.Generator().manual_seed(3)
+    for shape in [(5,), (3, 4, 7), (1,)]:
+        t = torch.randn(shape, generator=g) * 7
+        assert abs_max(t) == t.abs().max()
+        assert abs_max(-t.abs()) == t.abs().max()  # the largest magnitude is a negative value
+    assert abs_max(torch.empty(0)) == 0
+    assert torch.isnan(abs_max(torch.tensor([1.0, float("nan"), -2.0])))
+    assert abs_max(torch.tensor([1.0, float("-inf")])) == float("inf")

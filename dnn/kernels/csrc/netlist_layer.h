@@ -41,7 +41,7 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
 #pragma omp parallel num_threads(threads)
     {
         nlv *xplanes = (nlv *)aligned_alloc(sizeof(nlv), sizeof(nlv) * K * NL_BITS);
-        long base[NL_GROUP];
+        long base[NL_GROUP], obase[NL_GROUP];
         int run[64];
         nlv rows[64], acc[NL_FILTERS][64];
 #pragma omp for schedule(dynamic, 1)
@@ -52,6 +52,7 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
                 if (p >= P) { base[q] = -1; continue; }
                 const long n = p / HW, r = p % HW, oh = r / Wo, ow = r % Wo;
                 base[q] = n * C * Hp * Wp + oh * sh * Wp + ow * sw;
+                obase[q] = n * O * HW + r; /* the pixel's place in filter 0's output plane */
             }
             for (int t = 0; t < 64; t++) { /* row t's pixels lie side by side in the image: one vector load */
                 const long b0 = base[t * NL_LANES], b1 = base[t * NL_LANES + NL_LANES - 1];
@@ -82,10 +83,9 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
                         nl_tap(acc[f], wo + (f * K + k) * NL_BITS, xplanes + k * NL_BITS, acc_bits);
                 for (int f = 0; f < nf; f++) {
                     nl_transpose(acc[f]);
-                    for (int q = 0; q < NL_GROUP && first + q < P; q++) {
-                        const long p = first + q, n = p / HW, r = p % HW;
-                        out[(n * O + o + f) * HW + r] = (int64_t)acc[f][q / NL_LANES][q % NL_LANES];
-                    }
+                    int64_t *dst = out + (long)(o + f) * HW;
+                    for (int q = 0; q < NL_GROUP && first + q < P; q++)
+                        dst[obase[q]] = (int64_t)acc[f][q / NL_LANES][q % NL_LANES];
                 }
             }
         }
