@@ -293,3 +293,18 @@ def test_compiled_diff_backward_over_several_tiles(geometry, shape):
     gx, gw = adder.diff_backward(x, w, step, g, geom, (True, True))
     for fast, slow in zip(compiled, (gx, gw)):
         assert (fast - slow).abs().max() <= 1e-5 * slow.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_operands_made_in_c_or_torch_agree(dtype):
+    """The kernel's operands come from C for float32 tensors and from torch otherwise (float64 values past 2^24 would
+    round in float32): both give the sums of the torch reference, here with 32-bit values far past 2^24."""
+    adder = NetlistAdder(ripple_carry_adder(32, "ama1", 7), table_bits=0)
+    geom = Geometry((3, 2), (1, 2), (2, 1))
+    x, w = random_operands(adder.qmax, (2, 3, 5, 6), (4, 3, 3, 2), seed=11)
+    if dtype == torch.float64:  # integers float32 cannot hold
+        x, w = x.double() + 1, w.double() - 1
+    fast = netlist_native.adder_abs_sums(adder.program, x.to(dtype), w.to(dtype), geom, 32)
+    if fast is None:
+        pytest.skip("no C compiler")
+    assert torch.equal(fast, adder_sums_torch(adder.program, x.to(dtype), w.to(dtype), geom, 32))

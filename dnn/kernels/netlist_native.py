@@ -91,24 +91,42 @@ def accumulator_bits(k, bits):
     return (k << (bits - 1)).bit_length()
 
 
+def adder_operands(lib, xq, wq, geom, bits):
+    """The compiled kernels' operands, made in C (`nl_adder_prepare`): the padded image of -x patterns (uint32 as
+    int32) and the (O, K, bits) 0/~0 words of w's bits."""
+    n, c, h, w = xq.shape
+    o = wq.shape[0]
+    ph, pw = geom.padding
+    k = wq[0].numel()
+    if xq.dtype != torch.float32 or wq.dtype != torch.float32:  # float64 values past 2^24 would round in float32
+        from dnn.kernels.netlist_torch import broadcast_planes
+        mask = (1 << bits) - 1
+        patterns = torch.nn.functional.pad((-xq.to(torch.int64)) & mask, (pw, pw, ph, ph)).to(torch.int32)
+        planes = broadcast_planes(wq.reshape(o, k).to(torch.int64) & mask, bits).permute(1, 2, 0)
+        return patterns.contiguous(), planes.contiguous()
+    patterns = torch.empty(n, c, h + 2 * ph, w + 2 * pw, dtype=torch.int32)
+    planes = torch.empty(o, k, bits, dtype=torch.int64)
+    x, wf = xq.contiguous(), wq.reshape(o, k).contiguous()
+    lib.nl_adder_prepare.restype = None
+    lib.nl_adder_prepare(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(wf.data_ptr()),
+                         ctypes.c_void_p(patterns.data_ptr()), ctypes.c_void_p(planes.data_ptr()),
+                         *_ints(n, c, h, w, ph, pw, o), ctypes.c_long(k), ctypes.c_int(torch.get_num_threads()))
+    return patterns, planes
+
+
 def adder_abs_sums(program, xq, wq, geom, bits):
     """sum_k |C(w, -x)| per output as int64 (N, O, Ho, Wo) on the compiled kernel; None when it cannot be built."""
-    from dnn.kernels.netlist_torch import broadcast_planes
     lib = _library(adder_source(program, bits))
     if lib is None:
         return None
     n, c, h, w = xq.shape
     o = wq.shape[0]
     ho, wo = geom.output_size(h, w)
-    mask = (1 << bits) - 1
     ph, pw = geom.padding
-    patterns = torch.nn.functional.pad((-xq.to(torch.int64)) & mask, (pw, pw, ph, ph))
-    patterns = patterns.to(torch.int32).contiguous()  # uint32 in C: the high bit of a 32-bit pattern wraps here
-    k = wq[0].numel()
-    acc_bits = accumulator_bits(k, bits)
+    acc_bits = accumulator_bits(wq[0].numel(), bits)
     if acc_bits > 64:
         return None
-    planes = broadcast_planes(wq.reshape(o, -1).to(torch.int64) & mask, bits).permute(1, 2, 0).contiguous()
+    patterns, planes = adder_operands(lib, xq, wq, geom, bits)
     out = torch.empty(n, o, ho, wo, dtype=torch.int64)
     lib.nl_adder_forward(ctypes.c_void_p(patterns.data_ptr()), ctypes.c_void_p(planes.data_ptr()),
                          ctypes.c_void_p(out.data_ptr()), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
@@ -201,7 +219,7 @@ def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_
     ho, wo = geom.output_size(h, w)
     mask = (1 << bits) - 1
     ph, pw = geom.padding
-    patterns = torch.nn.functional.pad((-xq.to(torch.int64)) & mask, (pw, pw, ph, ph)).to(torch.int32).contiguous()
+    patterns = adder_operands(lib, xq, wq, geom, bits)[0]
     w_int = wq.reshape(o, -1).to(torch.int64)
     k = w_int.shape[1]
     up1, up0, dn0, dn1, den = window_points(w_int + qmax, 2 * qmax + 1, half_window)

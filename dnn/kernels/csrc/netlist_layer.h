@@ -26,6 +26,34 @@ static inline __attribute__((always_inline)) void nl_tap(nlv *acc, const uint64_
     nl_accumulate(acc, y, s, NL_BITS - 1, acc_bits);
 }
 
+/* The kernels' operands from the quantized (integer-valued float) tensors in one pass each: bp (N, C, H + 2 ph,
+ * W + 2 pw) the n-bit patterns of -x, zero on the padding; wplanes (O, K, NL_BITS) 0/~0 words of w's bits. */
+void nl_adder_prepare(const float *xq, const float *wq, uint32_t *bp, uint64_t *wplanes, int N, int C, int H, int W,
+                      int ph, int pw, int O, long K, int threads) {
+    const int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    const uint64_t mask = NL_BITS >= 64 ? ~0ull : (1ull << NL_BITS) - 1;
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (long t = 0; t < (long)N * C; t++) {
+            uint32_t *dst = bp + t * Hp * Wp;
+            const float *src = xq + t * H * W;
+            memset(dst, 0, sizeof(uint32_t) * ph * Wp);
+            memset(dst + (long)(ph + H) * Wp, 0, sizeof(uint32_t) * ph * Wp);
+            for (int h = 0; h < H; h++) {
+                uint32_t *row = dst + (long)(h + ph) * Wp;
+                for (int j = 0; j < pw; j++) row[j] = row[pw + W + j] = 0;
+                for (int w = 0; w < W; w++) row[pw + w] = (uint32_t)((uint64_t)(-(int64_t)src[(long)h * W + w]) & mask);
+            }
+        }
+#pragma omp for schedule(static)
+        for (long e = 0; e < (long)O * K; e++) {
+            const uint64_t v = (uint64_t)(int64_t)wq[e] & mask;
+            for (int i = 0; i < NL_BITS; i++) wplanes[e * NL_BITS + i] = 0 - ((v >> i) & 1);
+        }
+    }
+}
+
 /* bp: padded image of -x patterns (N, C, Hp, Wp), uint32; wplanes (O, K, NL_BITS) words 0 or ~0 (bit i of w[o, k]);
  * out (N, O, Ho, Wo) int64; acc_bits: planes of the accumulator (enough for K * 2^(n-1)). */
 void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out, int N, int C, int Hp, int Wp,
