@@ -36,13 +36,19 @@ def circuit_function(program, name="nl_circuit"):
 
 
 def _circuit_text(program, name):
+    if name == "nl_circuit_wx":  # the adder layer's form: w's bits broadcast from words, -x's planes read in place
+        bits = program.n_inputs // 2
+        return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES",
+                                  params="const uint64_t *restrict wbits, const nlv *restrict xpl, nlv *restrict out",
+                                  inputs=[f"NLV_ZERO + wbits[{i}]" for i in range(bits)]
+                                  + [f"xpl[{i}]" for i in range(bits)])
     return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES")
 
 
 def adder_source(program, bits):
     """The translation unit of the fused adder-layer kernel for an n-bit adder program (inputs a then b)."""
     return "\n".join(['#include "netlist_vec.h"', f"#define NL_BITS {bits}", circuit_function(program),
-                      '#include "netlist_layer.h"', ""])
+                      circuit_function(program, "nl_circuit_wx"), '#include "netlist_layer.h"', ""])
 
 
 def adder_grad_source(program, bits):

@@ -4,8 +4,9 @@
  * dnn/kernels/netlist_native.py writes a translation unit that includes netlist_vec.h, defines NL_BITS (operand
  * width n) and
  *     static inline void nl_circuit(const nlv *restrict in, nlv *restrict out)
- * (inputs: the n bits of the first operand, then the n bits of the second, LSB first; outputs: the n low sum bits),
- * then includes this file. Lanes are output pixels: per tile of NL_GROUP pixels the -x patterns of every tap are
+ * (inputs: the n bits of the first operand, then the n bits of the second, LSB first; outputs: the n low sum bits)
+ * and the same circuit as nl_circuit_wx(const uint64_t *wbits, const nlv *xpl, nlv *out) (w's bits as words to
+ * broadcast, -x's planes), then includes this file. Lanes are output pixels: per tile of NL_GROUP pixels the -x patterns of every tap are
  * gathered and bit-sliced once, each weight bit is a broadcast all-0/all-1 word, and |d| = (d ^ s) + s (s the sign
  * plane) is added into a bit-sliced accumulator with the sign as carry-in, so the tile leaves the bit domain once
  * per filter, not once per pair.
@@ -18,9 +19,8 @@ typedef uint32_t nl_u32 __attribute__((vector_size(4 * NL_LANES)));
 /* One tap of one filter: acc += |C(w, -x)| with w's bits `wbits` (0/~0 words) and the tap's planes of -x. */
 static inline __attribute__((always_inline)) void nl_tap(nlv *acc, const uint64_t *wbits, const nlv *xpl,
                                                          int acc_bits) {
-    nlv in[2 * NL_BITS], y[NL_BITS];
-    for (int i = 0; i < NL_BITS; i++) in[i] = NLV_ZERO + wbits[i], in[NL_BITS + i] = xpl[i];
-    nl_circuit(in, y);
+    nlv y[NL_BITS];
+    nl_circuit_wx(wbits, xpl, y); /* no input array: the circuit reads w's words and -x's planes where they are */
     const nlv s = y[NL_BITS - 1];
     for (int i = 0; i < NL_BITS - 1; i++) y[i] ^= s;
     nl_accumulate(acc, y, s, NL_BITS - 1, acc_bits);
