@@ -22,33 +22,43 @@ _TEXT = {}  # (id(program), function name) -> (program, C text)
 _LOCK = threading.Lock()
 
 
-def circuit_function(program, name="nl_circuit"):
+def circuit_function(program, name="nl_circuit", words=None):
     """C text of `static inline void name(const nlv *in, nlv *out)` running the program's steps (made once per
-    program: a few milliseconds for a multiplier's 800 steps, which every layer call would otherwise pay)."""
-    key = (id(program), name)
+    program: a few milliseconds for a multiplier's 800 steps, which every layer call would otherwise pay).
+
+    With words = (first, count), inputs first .. first + count - 1 are instead read as uint64 words to broadcast
+    and the others as planes in place: `name(const uint64_t *words, const nlv *planes, nlv *out)`, the layers' form
+    (a weight's bits, a tile's planes), which spares storing and reloading an input array per tap and filter."""
+    key = (id(program), name, words)
     with _LOCK:
         if key in _TEXT and _TEXT[key][0] is program:
             return _TEXT[key][1]
-    text = _circuit_text(program, name)
+    text = _circuit_text(program, name, words)
     with _LOCK:
         _TEXT[key] = (program, text)  # the program is kept alive, so its id is not reused
     return text
 
 
-def _circuit_text(program, name):
-    if name == "nl_circuit_wx":  # the adder layer's form: w's bits broadcast from words, -x's planes read in place
-        bits = program.n_inputs // 2
-        return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES",
-                                  params="const uint64_t *restrict wbits, const nlv *restrict xpl, nlv *restrict out",
-                                  inputs=[f"NLV_ZERO + wbits[{i}]" for i in range(bits)]
-                                  + [f"xpl[{i}]" for i in range(bits)])
-    return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES")
+def _circuit_text(program, name, words):
+    if words is None:
+        return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES")
+    first, count = words
+    inputs, plane = [], 0
+    for i in range(program.n_inputs):
+        if first <= i < first + count:
+            inputs.append(f"NLV_ZERO + words[{i - first}]")
+        else:
+            inputs.append(f"planes[{plane}]")
+            plane += 1
+    return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES",
+                              params="const uint64_t *restrict words, const nlv *restrict planes, nlv *restrict out",
+                              inputs=inputs)
 
 
 def adder_source(program, bits):
     """The translation unit of the fused adder-layer kernel for an n-bit adder program (inputs a then b)."""
     return "\n".join(['#include "netlist_vec.h"', f"#define NL_BITS {bits}", circuit_function(program),
-                      circuit_function(program, "nl_circuit_wx"), '#include "netlist_layer.h"', ""])
+                      circuit_function(program, "nl_circuit_wx", (0, bits)), '#include "netlist_layer.h"', ""])
 
 
 def adder_grad_source(program, bits):
@@ -60,7 +70,8 @@ def mult_source(program, widths, out_bits, signed):
     """The translation unit of the product-sum kernel for a multiplier program (inputs: activation, then weight)."""
     return "\n".join(['#include "netlist_vec.h"', f"#define NL_WA {widths[0]}", f"#define NL_WB {widths[1]}",
                       f"#define NL_OUT {out_bits}", f"#define NL_SIGNED {int(bool(signed))}",
-                      circuit_function(program), '#include "netlist_mult.h"', ""])
+                      circuit_function(program), circuit_function(program, "nl_circuit_xw", (widths[0], widths[1])),
+                      '#include "netlist_mult.h"', ""])
 
 
 def _library(source, entry="nl_adder_forward"):

@@ -1,5 +1,5 @@
 /* Fused grad="diff" backward of the adder layer over a two-operand adder netlist (torch reference:
- * dnn.arith.netlist_adder.NetlistAdder.diff_backward). Included after netlist_layer.h, which supplies nl_circuit.
+ * dnn.arith.netlist_adder.NetlistAdder.diff_backward). Included after netlist_layer.h (nl_circuit_wx comes before both).
  *
  * For every pair (x, w) of every output pixel, with c = -x: d = C(w, c) and the shrink-rule windowed slopes
  * G_w = (C(w1, c) + C(w0, c) - C(w_0, c) - C(w_1, c)) / den_w and G_c likewise along c. The w neighbours and den_w
@@ -82,9 +82,9 @@ static inline void nl_add_const(nlv *out, const nlv *a, uint64_t k) {
     }
 }
 
-/* Circuit inputs: w's bits as broadcast words, then the NL_BITS planes of c. */
-static inline void nl_set_w(nlv *in, uint64_t w) {
-    for (int i = 0; i < NL_BITS; i++) in[i] = NLV_ZERO + (0 - ((w >> i) & 1));
+/* w's bits as 0/~0 words, the first operand of nl_circuit_wx. */
+static inline void nl_bit_words(uint64_t *words, uint64_t w) {
+    for (int i = 0; i < NL_BITS; i++) words[i] = 0 - ((w >> i) & 1);
 }
 
 /* bp, geometry: as nl_adder_forward. wv (O, K): patterns of w; wn (O, K, 4): patterns of its neighbours w1, w0,
@@ -112,7 +112,8 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
         float denc[NL_GROUP];
         nlf gacc[64];
         float *gt = (float *)malloc(sizeof(float) * (long)O * NL_GROUP);
-        nlv rows[64], rows2[64], rows3[64], cpl[5][NL_BITS], in[2 * NL_BITS], d[NL_BITS], y[4][NL_BITS];
+        nlv rows[64], rows2[64], rows3[64], cpl[5][NL_BITS], d[NL_BITS], y[4][NL_BITS];
+        uint64_t words[5][NL_BITS];
         nlv numw[NL_NUM], numc[NL_NUM];
 #pragma omp for schedule(dynamic, 1)
         for (long tile = 0; tile < tiles; tile++) {
@@ -173,22 +174,17 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                         memcpy(cpl[t + 1], rows, sizeof(nlv) * NL_BITS);
                     }
                 }
-                for (int i = 0; i < NL_BITS; i++) in[NL_BITS + i] = cpl[0][i];
                 for (int o = 0; o < O; o++) {
                     const uint32_t *wno = wn + ((long)o * K + k) * 4;
-                    /* C(w_t, c): w neighbours */
-                    for (int t = 0; t < 4; t++) {
-                        nl_set_w(in, wno[t]);
-                        nl_circuit(in, y[t]);
+                    nl_bit_words(words[4], wv[(long)o * K + k]);
+                    for (int t = 0; t < 4; t++) { /* C(w_t, c): w neighbours */
+                        nl_bit_words(words[t], wno[t]);
+                        nl_circuit_wx(words[t], cpl[0], y[t]);
                     }
                     nl_num4(numw, y[0], y[1], y[2], y[3]);
-                    nl_set_w(in, wv[(long)o * K + k]);
-                    nl_circuit(in, d);
-                    for (int t = 0; t < 4; t++) { /* C(w, c_t): c neighbours */
-                        for (int i = 0; i < NL_BITS; i++) in[NL_BITS + i] = cpl[t + 1][i];
-                        nl_circuit(in, y[t]);
-                    }
-                    for (int i = 0; i < NL_BITS; i++) in[NL_BITS + i] = cpl[0][i];
+                    nl_circuit_wx(words[4], cpl[0], d);
+                    for (int t = 0; t < 4; t++) /* C(w, c_t): c neighbours */
+                        nl_circuit_wx(words[4], cpl[t + 1], y[t]);
                     nl_num4(numc, y[0], y[1], y[2], y[3]);
                     /* packed: numw at bits [0, n+2), numc at [n+2, 2n+4), d at the top n bits */
                     int off_w = 0, off_c = NL_NUM, off_d = 64 - NL_BITS;

@@ -6,6 +6,7 @@
  * activation and weight operand widths), NL_OUT (product bits read) and NL_SIGNED (1: the product is read as a
  * two's-complement NL_OUT-bit number), then
  *     static inline void nl_circuit(const nlv *restrict in, nlv *restrict out)
+ * and the same circuit as nl_circuit_xw(const uint64_t *weight_words, const nlv *activation_planes, nlv *out)
  * (inputs: the NL_WA activation bits, then the NL_WB weight bits, LSB first), then includes this file. Lanes are
  * output pixels (rows m): per tile of NL_GROUP pixels each tap is loaded (one vector load per 64-pixel row when the
  * pixels lie side by side in the image) and bit-sliced once, into planes shared by every filter; each weight bit is
@@ -61,17 +62,13 @@ static inline __attribute__((always_inline)) void nl_mult_add(nlv *acc, const nl
  * words; left transposed, so acc[f][q / NL_LANES][q % NL_LANES] is pixel q's sum (an int64). */
 static void nl_mult_block(const nlv *xplanes, const uint64_t *wf, long K, int nf, int acc_bits,
                           nlv acc[NL_FILTERS][64]) {
-    nlv in[NL_WA + NL_WB], y[NL_OUT];
+    nlv y[NL_OUT];
     memset(acc, 0, sizeof(nlv) * 64 * nf);
-    for (long k = 0; k < K; k++) {
-        for (int i = 0; i < NL_WA; i++) in[i] = xplanes[k * NL_WA + i];
-        for (int f = 0; f < nf; f++) {
-            const uint64_t *w = wf + (f * K + k) * NL_WB;
-            for (int i = 0; i < NL_WB; i++) in[NL_WA + i] = NLV_ZERO + w[i];
-            nl_circuit(in, y);
+    for (long k = 0; k < K; k++)
+        for (int f = 0; f < nf; f++) { /* the circuit reads the weight's words and the tap's planes in place */
+            nl_circuit_xw(wf + (f * K + k) * NL_WB, xplanes + k * NL_WA, y);
             nl_mult_add(acc[f], y, acc_bits);
         }
-    }
     for (int f = 0; f < nf; f++) {
 #if NL_SIGNED
         for (int i = acc_bits; i < 64; i++) acc[f][i] = acc[f][acc_bits - 1]; /* sign-extend to 64 bits */
