@@ -1,7 +1,10 @@
 """Compiled netlist kernels of the layers: one C library per circuit, generated from its `simulator.program.Program`.
 
-The circuit becomes a static inline function `nl_circuit` (every step one bit-sliced vector operation) placed in
-front of a fixed harness from `csrc/` (`netlist_layer.h`: the fused AdderNet forward). The library is built with the
+The circuit becomes a static inline function `nl_circuit` (every step one bit-sliced vector operation), and again in
+the layers' form that reads a weight's bit words and a tile's planes in place (`circuit_function(words=...)`),
+placed in front of a fixed harness from `csrc/` (`netlist_layer.h`: the fused AdderNet forward and the operands made
+in C; `netlist_grad.h`: its grad="diff" backward; `netlist_mult.h`: the multiplier's convolution read from the
+padded image and its (M, K) product). The library is built with the
 simulator's `simulator.native.load_library`, so it is cached on disk by a hash of the source, the headers, the flags,
 the compiler and the CPU, and `AXNET_NATIVE=0` or a missing compiler turns it off (callers then use the torch
 version in `dnn.arith.netlist_adder.adder_sums_torch`, which runs the same algorithm).
