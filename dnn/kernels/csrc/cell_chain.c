@@ -105,6 +105,40 @@ static inline vu16 chain_load(const uint32_t *base, const chain_lanes *L, int u,
     return v;
 }
 
+static inline void chain_clear(vu16 lo[CHAIN_FB][CHAIN_NQ], vu16 hi[CHAIN_FB][CHAIN_NQ],
+                               vq16 total[CHAIN_FB][CHAIN_NQ]) {
+    for (int f = 0; f < CHAIN_FB; f++)
+        for (int u = 0; u < CHAIN_NQ; u++) {
+            lo[f][u] = hi[f][u] = usplat(0);
+            total[f][u] = (vq16){0};
+        }
+}
+
+/* One tap for CHAIN_FB filters: each filter's 8 words w[8f ..] (y, z of g, p, s and d, each y ^ (b & z)) against the
+ * lanes' -x patterns b; |d| goes into the split 32-bit sums, flushed into the 64-bit totals every CHAIN_GROUP taps. */
+static inline __attribute__((always_inline)) void chain_tap(const uint32_t *w, const vu16 b[CHAIN_NQ],
+                                                            vu16 lo[CHAIN_FB][CHAIN_NQ], vu16 hi[CHAIN_FB][CHAIN_NQ],
+                                                            vq16 total[CHAIN_FB][CHAIN_NQ], int *left,
+                                                            const int DCONST, const int SUM) {
+    for (int f = 0; f < CHAIN_FB; f++) {
+        const uint32_t *q = w + f * 8;
+        const vu16 yg = usplat(q[0]), zg = usplat(q[1]), yp = usplat(q[2]), zp = usplat(q[3]);
+        const vu16 ys = usplat(q[4]), zs = usplat(q[5]), yd = usplat(q[6]), zd = usplat(q[7]);
+        for (int u = 0; u < CHAIN_NQ; u++) {
+            const vu16 t = SUM ? yg + b[u] : andxor(yg, b[u], zg) + andxor(yp, b[u], zp);
+            const vu16 d = DCONST ? yd : andxor(yd, b[u], zd);
+            const vu16 v = uabs(andxor(andxor(ys, b[u], zs), d, t));
+            lo[f][u] += v;
+            hi[f][u] = add_top(hi[f][u], v);
+        }
+    }
+    if (--*left == 0) {
+        for (int f = 0; f < CHAIN_FB; f++)
+            for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
+        *left = CHAIN_GROUP;
+    }
+}
+
 /* One output row (n, oh) for filters ob * CHAIN_FB ..: passes of 16 * CHAIN_NQ consecutive pixels, plain loads. */
 static inline __attribute__((always_inline)) void chain_rows(const uint32_t *bp, const uint32_t *wt, double *out,
                                                              int n, int oh, int ob, int C, int Hp, int Wp, int O,
@@ -114,11 +148,7 @@ static inline __attribute__((always_inline)) void chain_rows(const uint32_t *bp,
     for (int ow0 = 0; ow0 < Wo; ow0 += 16 * CHAIN_NQ) {
         vu16 lo[CHAIN_FB][CHAIN_NQ], hi[CHAIN_FB][CHAIN_NQ];
         vq16 total[CHAIN_FB][CHAIN_NQ];
-        for (int f = 0; f < CHAIN_FB; f++)
-            for (int u = 0; u < CHAIN_NQ; u++) {
-                lo[f][u] = hi[f][u] = usplat(0);
-                total[f][u] = (vq16){0};
-            }
+        chain_clear(lo, hi, total);
         const uint32_t *w = wt + (long)ob * K * CHAIN_FB * 8;
         int left = CHAIN_GROUP;
         for (int c = 0; c < C; c++)
@@ -131,23 +161,7 @@ static inline __attribute__((always_inline)) void chain_rows(const uint32_t *bp,
                         const int lanes = Wo - ow0 - 16 * u;
                         b[u] = urow(xrow + (long)j * dw + (long)16 * u * sw, sw, lanes < 16 ? lanes : 16);
                     }
-                    for (int f = 0; f < CHAIN_FB; f++) {
-                        const uint32_t *q = w + f * 8;
-                        const vu16 yg = usplat(q[0]), zg = usplat(q[1]), yp = usplat(q[2]), zp = usplat(q[3]);
-                        const vu16 ys = usplat(q[4]), zs = usplat(q[5]), yd = usplat(q[6]), zd = usplat(q[7]);
-                        for (int u = 0; u < CHAIN_NQ; u++) {
-                            const vu16 t = SUM ? yg + b[u] : andxor(yg, b[u], zg) + andxor(yp, b[u], zp);
-                            const vu16 d = DCONST ? yd : andxor(yd, b[u], zd);
-                            const vu16 v = uabs(andxor(andxor(ys, b[u], zs), d, t));
-                            lo[f][u] += v;
-                            hi[f][u] = add_top(hi[f][u], v);
-                        }
-                    }
-                    if (--left == 0) {
-                        for (int f = 0; f < CHAIN_FB; f++)
-                            for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
-                        left = CHAIN_GROUP;
-                    }
+                    chain_tap(w, b, lo, hi, total, &left, DCONST, SUM);
                 }
             }
         for (int f = 0; f < CHAIN_FB && ob * CHAIN_FB + f < O; f++) {
@@ -169,11 +183,7 @@ static inline __attribute__((always_inline)) void chain_flat(const uint32_t *bp,
     chain_lanes_of(&L, p0, P, Wo, sh, sw, Wp);
     vu16 lo[CHAIN_FB][CHAIN_NQ], hi[CHAIN_FB][CHAIN_NQ];
     vq16 total[CHAIN_FB][CHAIN_NQ];
-    for (int f = 0; f < CHAIN_FB; f++)
-        for (int u = 0; u < CHAIN_NQ; u++) {
-            lo[f][u] = hi[f][u] = usplat(0);
-            total[f][u] = (vq16){0};
-        }
+    chain_clear(lo, hi, total);
     const uint32_t *w = wt + (long)ob * K * CHAIN_FB * 8;
     int left = CHAIN_GROUP;
     for (int c = 0; c < C; c++)
@@ -182,23 +192,7 @@ static inline __attribute__((always_inline)) void chain_flat(const uint32_t *bp,
             for (int j = 0; j < kw; j++, w += CHAIN_FB * 8) {
                 vu16 b[CHAIN_NQ];
                 for (int u = 0; u < CHAIN_NQ; u++) b[u] = chain_load(xrow + (long)j * dw, &L, u, sw);
-                for (int f = 0; f < CHAIN_FB; f++) {
-                    const uint32_t *q = w + f * 8;
-                    const vu16 yg = usplat(q[0]), zg = usplat(q[1]), yp = usplat(q[2]), zp = usplat(q[3]);
-                    const vu16 ys = usplat(q[4]), zs = usplat(q[5]), yd = usplat(q[6]), zd = usplat(q[7]);
-                    for (int u = 0; u < CHAIN_NQ; u++) {
-                        const vu16 t = SUM ? yg + b[u] : andxor(yg, b[u], zg) + andxor(yp, b[u], zp);
-                        const vu16 d = DCONST ? yd : andxor(yd, b[u], zd);
-                        const vu16 v = uabs(andxor(andxor(ys, b[u], zs), d, t));
-                        lo[f][u] += v;
-                        hi[f][u] = add_top(hi[f][u], v);
-                    }
-                }
-                if (--left == 0) {
-                    for (int f = 0; f < CHAIN_FB; f++)
-                        for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
-                    left = CHAIN_GROUP;
-                }
+                chain_tap(w, b, lo, hi, total, &left, DCONST, SUM);
             }
         }
     for (int f = 0; f < CHAIN_FB && ob * CHAIN_FB + f < O; f++) {
