@@ -458,14 +458,21 @@ def train_cmd(ctx, model_name, data_spec, epochs, out_dir, optimizer, batch_size
 @click.option("--data", "data_spec", default=None, help=DATA_HELP + " Default: the checkpoint's.")
 @click.option("--limit-test", type=click.IntRange(0, None), default=0,
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
+@click.option("--mult", "mult_texts", multiple=True, metavar="SPEC",
+              help="Also a row with the convolution and linear layers (first and last exact) on an approximate "
+                   "multiplier: lut:PATH or circuit:FILE (a multiplier netlist of any width), then optionally "
+                   ":mode=unsigned|signed, :weights=tensor|channel; repeatable.")
 @click.option("--accum", "accum_text", default=None, metavar="SPEC", help=ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, accum_text, as_json):
-    """Test accuracy of a checkpoint under float, quantized exact, LUT, cell-adder or netlist arithmetic."""
+def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, mult_texts, accum_text, as_json):
+    """Test accuracy of a checkpoint under float, quantized exact, LUT, cell-adder or netlist arithmetic, and of a
+    CNN checkpoint under approximate multipliers (--mult)."""
     from dnn.workflow import eval_checkpoint
 
     results = [eval_checkpoint(checkpoint, a, data_spec, test_limit=limit_test,
                                accum_text=accum_text if a != "float" else None) for a in arith_texts]
+    results += [eval_checkpoint(checkpoint, "float", data_spec, test_limit=limit_test, accum_text=accum_text,
+                                mult_text=m) for m in mult_texts]
     if as_json:
         echo_json(results if len(results) > 1 else results[0])
         return

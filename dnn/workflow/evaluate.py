@@ -7,7 +7,8 @@ from dnn.workflow.checkpoint import load_checkpoint
 from dnn.data import load_data
 from dnn.workflow.distributed import default_device
 from dnn.workflow.loop import evaluate
-from dnn.workflow.prepare import arith_label, check_model_data, model_from_checkpoint, parse_arith_text, prepare_arith
+from dnn.workflow.prepare import (arith_label, check_model_data, model_from_checkpoint, parse_arith_text,
+                                  prepare_arith, prepare_mult)
 from dnn.workflow.train import TrainConfig
 
 
@@ -37,19 +38,29 @@ def accuracy_under(model, arith, data, device, show=False, desc="eval", accum=No
     return evaluate(model, data.test_x, data.test_y, device=device, show=show, desc=desc)[1]
 
 
-def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0, show=True, accum_text=None):
+def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0, show=True, accum_text=None,
+                    mult_text=None):
     """Accuracy of a checkpoint under one arithmetic (and accumulator `accum_text`): a dict for the CLI table or
-    --json."""
+    --json. With `mult_text` (a `parse_mult` spec) the model's convolution and linear layers, first and last kept
+    exact, compute with that multiplier instead (`prepare_mult`), its adder layers in float."""
     from dnn.arith.accumulate import parse_accum
+    from dnn.arith.spec import parse_mult
     ckpt = load_checkpoint(ckpt_path)
     arith = parse_arith_text(arith_text)
+    mult = parse_mult(mult_text) if mult_text is not None else None
     accum = parse_accum(accum_text) if accum_text else None
     data = data_for_checkpoint(ckpt, data_spec, test_limit)
     device = default_device()
-    model = model_from_checkpoint(ckpt).to(device)
+    model = model_from_checkpoint(ckpt)
     t0 = time.perf_counter()
-    acc = accuracy_under(model, arith, data, device, show=show, accum=accum)
-    label = arith_label(arith) + (f"; {accum.describe()}" if accum is not None else "")
+    if mult is None:
+        acc = accuracy_under(model.to(device), arith, data, device, show=show, accum=accum)
+        label = arith_label(arith)
+    else:
+        model, n = prepare_mult(model, mult, data, device, accum=accum)
+        acc = evaluate(model, data.test_x, data.test_y, device=device, show=show, desc="eval")[1]
+        label = f"{mult.describe()} ({n} layer{'s' if n > 1 else ''}; first and last exact)"
+    label += f"; {accum.describe()}" if accum is not None else ""
     return {"checkpoint": str(ckpt_path), "model": ckpt["model"], "data": data.name, "images": len(data.test_x),
             "data_used": data.used, "arith": label, "accum": accum.spec if accum is not None else None,
             "accuracy": acc, "seconds": time.perf_counter() - t0}

@@ -1,10 +1,9 @@
 """Models and arithmetic for a run: rebuild a model from a checkpoint, put a back-end on its layers, calibrate."""
 from __future__ import annotations
 
-
-
 from circuits.errors import AxnetError
 from dnn.models import build_model, model_input, strip_module_prefix
+
 
 def adaptive_scale(model, eta):
     """The AdderNet adaptive learning-rate step on every adder layer (no-op for a model without adder layers)."""
@@ -139,3 +138,25 @@ def prepare_arith(model, arith, data, device, calibrate=True, accum=None):
     if arith is not None and calibrate:
         calibrate_model(model, data, device)
     return n
+
+
+def prepare_mult(model, mult, data, device, accum=None, keep_first_last=True, batches=8, batch_size=256):
+    """The model with its convolution and linear layers turned into approximate-multiplier layers that compute with
+    `mult` (the first and last kept exact unless keep_first_last=False, as `dnn.convert` does by default), their sums
+    through `accum`, moved to `device` and their activation ranges calibrated on training data; returns
+    (model, how many layers compute with `mult`)."""
+    from dnn.convert import convert
+    from dnn.layers.assign import set_accum, set_mult
+    from dnn.layers.calibrate import calibrate_mult
+    model, _ = convert(model, kind="approx_mult", arith=None, keep_first_last=keep_first_last)
+    n = set_mult(model, mult)
+    if n == 0:
+        raise AxnetError(f"--mult {mult.describe()}: the model has no convolution or linear layer to run it on "
+                         "(its first and last are kept exact)")
+    if accum is not None:
+        set_accum(model, accum)
+    model = model.to(device)
+    xs = [data.train_x[i:i + batch_size].to(device) for i in range(0, batch_size * batches, batch_size)
+          if i < len(data.train_x)]
+    calibrate_mult(model, xs)
+    return model, n
