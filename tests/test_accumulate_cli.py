@@ -47,7 +47,7 @@ def test_sweep_target_accum_writes_its_files(tiny_run, tmp_path):
 def test_retrain_through_an_accumulator(tiny_run, tmp_path):
     blif = tmp_path / "exact8.blif"
     write_blif(ripple_carry_adder(8), blif)
-    r = invoke("retrain", tiny_run / "last.pt", "--circuit", blif, "--grad", "ste", "--epochs", 1,
+    r = invoke("retrain", tiny_run / "last.pt", "--circuit", blif, "--grad", "ste", "--epochs", 1, "--batch-size", 16,
                "--accum", "loa:16:k=3", "--out", tmp_path / "re", "--json")
     result = json.loads(r.stdout)
     assert result["accum"] == "loa:16:k=3"

@@ -267,7 +267,8 @@ def test_retrain_through_a_wide_netlist(tiny_checkpoint, tmp_path):
     path = tmp_path / "loa16.blif"
     write_blif(loa_adder(16, 6), path)
     r = CliRunner().invoke(main, ["retrain", str(tiny_checkpoint), "--circuit", str(path), "--grad", "lut",
-                                  "--half-window", "1", "--epochs", "1", "--out", str(tmp_path / "rt"), "--json"])
+                                  "--half-window", "1", "--epochs", "1", "--batch-size", "16",
+                                  "--out", str(tmp_path / "rt"), "--json"])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["rows"]
     assert ["16-bit adder netlist" in row["arith"] for row in rows[2:]] == [True] * (len(rows) - 2)

@@ -183,3 +183,15 @@ def test_train_ema_out_of_range_is_a_one_line_error(tmp_path):
 def test_train_refuses_distillation_options_without_a_teacher(tmp_path):
     r = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--kd-alpha", "0.5", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "need --teacher" in r.output and "Traceback" not in r.output
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_the_run_directory(tmp_path):
+    """The last partial batch is dropped, so such a run would train nothing and report loss 0: one line, exit 2, and
+    --out left as it was."""
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", "--model", "mnist-addernet", "--limit", "16", "--batch-size", "32",
+                                  "--epochs", "1", "--no-augment", "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip()
+    assert "\n" not in line and "--batch-size 32" in line and "16 training images" in line
+    assert not out.exists()

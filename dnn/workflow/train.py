@@ -241,7 +241,6 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     last_path = os.path.join(out_dir, "last.pt")
     if resume and not os.path.isfile(last_path):
         raise AxnetError("--resume: no last.pt checkpoint in this run directory", path=out_dir)
-    replaced = prepare_run_dir(out_dir, resume, overwrite) if ctx.is_main else []
     start_epoch, history, best = 0, {k: [] for k in HISTORY_KEYS}, -1.0
     ckpt = None
     if resume:
@@ -252,6 +251,12 @@ def run_training(cfg, out_dir, resume=False, arith=None, init_state=None, extra=
     data = data if data is not None else load_run_data(cfg)
     check_model_data(cfg.model, data)
     check_augmentation(cfg.augment_kind, data)
+    if len(data.train_x) < cfg.batch_size:  # the last partial batch is dropped: not one step would run
+        raise AxnetError(f"--batch-size {cfg.batch_size} is more than the {len(data.train_x)} training images "
+                         f"({data.name}" + (f", --limit {cfg.train_limit}" if cfg.train_limit else "")
+                         + "): no training step would run; give a smaller --batch-size")
+    # the run directory is made (or cleared) only once the run can start: a refused run leaves --out as it was
+    replaced = prepare_run_dir(out_dir, resume, overwrite) if ctx.is_main else []
 
     torch.manual_seed(cfg.seed)
     raw_model = build_model(cfg.model, num_classes=data.num_classes)
