@@ -98,12 +98,11 @@ static inline void acc_term_planes_vbmi(accv rows[64], const uint8_t *restrict t
 #endif
 
 /* acc <- C(acc, term) where term's planes are rows[0 .. ACC_LIVE - 1] (higher planes zero). */
-static inline void acc_step(accv *restrict acc, const accv *restrict rows) {
-    accv b[ACC_BITS], y[ACC_BITS];
+static inline void acc_step(accv *acc, const accv *restrict rows) {
+    accv b[ACC_BITS];
 #pragma GCC unroll 64
     for (int i = 0; i < ACC_BITS; i++) b[i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
-    acc_circuit(acc, b, y);
-    memcpy(acc, y, sizeof y);
+    acc_circuit(acc, b, acc); /* in place: the generated circuit reads every input before it writes an output */
 }
 
 /* Write the ACC_BITS planes of one filter's accumulators as (exact) doubles: out[(m0 + g) * o + col] for g < count,
@@ -215,7 +214,7 @@ static void acc_sequential_item(const acc_input *in, const acc_corners *cr, int6
 static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m, int64_t k, const int32_t *widx,
                           int64_t o, const uint32_t *pair, int64_t vx, int64_t m0, int64_t count, int64_t o0,
                           int64_t ocount, int32_t *idx, accv *store, double *out, int sign) {
-    accv rows[64], y[ACC_BITS];
+    accv rows[64];
     const int64_t row = ACC_GROUP + ACC_GROUP / 4; /* int32 words per cached tap: the indices, then as bytes */
     for (int64_t kk = 0; kk < k; kk++) { /* every tap's indices once, shared by the item's filters */
         acc_load_index(idx + kk * row, in, cr, m, m0, count, kk);
@@ -230,19 +229,21 @@ static void acc_tree_item(const acc_input *in, const acc_corners *cr, int64_t m,
         int top = 0;
         for (int64_t kk = 0; kk < k; kk++) {
             acc_planes_for(rows, in, pair, vx, widx[(o0 + oo) * k + kk], idx + kk * row);
-            for (int i = 0; i < ACC_BITS; i++) store[top * ACC_BITS + i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
-            level[top++] = 0;
-            while (top >= 2 && level[top - 1] == level[top - 2]) {
-                acc_circuit(store + (top - 2) * ACC_BITS, store + (top - 1) * ACC_BITS, y);
-                memcpy(store + (top - 2) * ACC_BITS, y, sizeof y);
+            if (top >= 1 && level[top - 1] == 0) { /* a level-0 value waits: combine the term with it at once */
+                acc_step(store + (top - 1) * ACC_BITS, rows);
+                level[top - 1] = 1;
+            } else {
+                for (int i = 0; i < ACC_BITS; i++) store[top * ACC_BITS + i] = i < ACC_LIVE ? rows[i] : ACCV_ZERO;
+                level[top++] = 0;
+            }
+            while (top >= 2 && level[top - 1] == level[top - 2]) { /* in place (see acc_step) */
+                acc_circuit(store + (top - 2) * ACC_BITS, store + (top - 1) * ACC_BITS, store + (top - 2) * ACC_BITS);
                 level[top - 2]++;
                 top--;
             }
         }
-        for (; top >= 2; top--) {
-            acc_circuit(store + (top - 2) * ACC_BITS, store + (top - 1) * ACC_BITS, y);
-            memcpy(store + (top - 2) * ACC_BITS, y, sizeof y);
-        }
+        for (; top >= 2; top--)
+            acc_circuit(store + (top - 2) * ACC_BITS, store + (top - 1) * ACC_BITS, store + (top - 2) * ACC_BITS);
         acc_store(store, out, m0, count, o, o0 + oo, sign, in->image ? in->ho * in->wo : 0);
     }
 }
