@@ -8,12 +8,12 @@ import torch.nn.functional as F
 
 from circuits.blif import write_blif
 from circuits.errors import AxnetError
-from circuits.generators import loa_adder, ripple_carry_adder, truncated_adder, array_multiplier
+from circuits.generators import loa_adder, ripple_carry_adder, array_multiplier
 from dnn import (Accumulator, Adder2d, AdderLinear, ApproxConv2d, ApproxLinear, CellAdder, ExactInt, LutMultiplier,
                  NetlistAdder, parse_accum, set_accum)
 from dnn.kernels import accum_native
 from dnn.kernels.adder_ops import Geometry
-from dnn.layers.mult_layers import LutProduct, patches
+from dnn.layers.mult_layers import patches
 from lutgen.lut import build_lut
 
 PATHS = ["torch"] + (["native", "scalar"] if accum_native.load(Accumulator("loa:8:k=2")._source(4)) is not None
@@ -39,7 +39,6 @@ def hand_adder_sums(acc, backend, xq, wq, geom):
     o = wq.shape[0]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geom.kernel, geom.stride, geom.padding, geom.dilation
     ho, wo = geom.output_size(h, w)
-    qmax = backend.qmax
     diff = lambda wv, xv: int(acc_pair(backend, wv, xv))
     out = torch.zeros(n, o, ho, wo, dtype=torch.float64)
     for b in range(n):

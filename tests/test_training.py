@@ -228,7 +228,7 @@ def test_distillation_loss_against_its_formula():
 
 
 def test_training_with_a_teacher_runs_and_checks_it(tmp_path, digits):
-    teacher = run(tmp_path, "teacher", digits, model="mnist-cnn")
+    run(tmp_path, "teacher", digits, model="mnist-cnn")
     student = run(tmp_path, "student", digits, teacher=str(tmp_path / "teacher" / "last.pt"))
     assert 0 <= student["final_test_acc"] <= 100
     stored = load_checkpoint(tmp_path / "student" / "last.pt")["config"]
