@@ -309,3 +309,21 @@ def test_compiled_operands_made_in_c_or_torch_agree(dtype):
     if fast is None:
         pytest.skip("no C compiler")
     assert torch.equal(fast, adder_sums_torch(adder.program, x.to(dtype), w.to(dtype), geom, 32))
+
+
+@pytest.mark.parametrize("needs", [(False, True), (True, False)])
+def test_compiled_diff_backward_computes_only_the_gradients_asked_for(needs):
+    """The first layer's input needs no gradient: the kernel skips c's neighbours and the fold (and likewise the
+    weight's side), and what it does return equals the full computation."""
+    adder = NetlistAdder(loa_adder(16, 5), grad="diff", half_window=2, table_bits=0)
+    geom = Geometry((3, 3), (1, 1), (1, 1))
+    x, w = random_operands(adder.qmax, (2, 3, 9, 8), (4, 3, 3, 3), seed=5)
+    step, g = torch.tensor(3e-4), torch.randn(2, 4, 9, 8)
+    full = netlist_native.adder_diff_backward(adder.program, x, w, step, g, geom, 16, adder.qmax, 2)
+    if full is None:
+        pytest.skip("no C compiler")
+    part = netlist_native.adder_diff_backward(adder.program, x, w, step, g, geom, 16, adder.qmax, 2, needs)
+    for want, got, full_grad in zip(needs, part, full):
+        assert (got is None) == (not want)
+        if want:
+            assert torch.equal(got, full_grad)

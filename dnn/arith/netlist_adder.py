@@ -131,9 +131,9 @@ class NetlistAdder(_TableAdder):
         from dnn.kernels import netlist_native
         if netlist_native.usable(xq, self.bits) and grad_out.device.type == "cpu":
             grads = netlist_native.adder_diff_backward(self.program, xq, wq, step, grad_out, geom, self.bits,
-                                                       self.qmax, self.half_window)
+                                                       self.qmax, self.half_window, needs)
             if grads is not None:
-                return (grads[0] if needs[0] else None), (grads[1] if needs[1] else None)
+                return grads
         return self.diff_backward(xq, wq, step, grad_out, geom, needs)
 
     def slopes(self, w, c):

@@ -223,12 +223,13 @@ def mult_conv(program, qx, qw, geom, groups, widths, out_bits, signed, x_pad=0, 
     return out
 
 
-def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_window):
+def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_window, needs=(True, True)):
     """(grad_x, grad_w) of the grad="diff" backward on the compiled kernel (CPU), or None when it cannot be built.
 
     The w neighbours and divisors of the shrink rule come from `window_points` (one per weight); the kernel finds
     those of c = -x per pair, evaluates the circuit at all eight neighbours bit-sliced, applies the chain rule and
-    folds the column gradients back onto the image.
+    folds the column gradients back onto the image. `needs` (input, weight): a gradient not needed is not computed
+    and comes back as None.
     """
     lib = _library(adder_grad_source(program, bits), "nl_adder_diff_backward")
     if lib is None:
@@ -248,12 +249,14 @@ def adder_diff_backward(program, xq, wq, step, grad_out, geom, bits, qmax, half_
     denw = den.to(torch.float32).contiguous()
     g = grad_out.float().contiguous()
     threads = torch.get_num_threads()
-    cols = torch.empty(n, k, ho * wo, dtype=torch.float32)  # scratch: the kernel writes every element
-    grad_x = torch.empty(n, c, h, w, dtype=torch.float32)
+    # cols: scratch the kernel writes in full; neither is touched without an input gradient
+    cols = torch.empty((n, k, ho * wo) if needs[0] else (1,), dtype=torch.float32)
+    grad_x = torch.empty((n, c, h, w) if needs[0] else (1,), dtype=torch.float32)
     grad_w = torch.zeros(threads, o, k, dtype=torch.float64)
     ptr = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
     lib.nl_adder_diff_backward(ptr(patterns), ptr(w_patterns), ptr(neighbours), ptr(denw), ptr(g), ptr(cols),
                                ptr(grad_x), ptr(grad_w), *_ints(n, c, h + 2 * ph, w + 2 * pw, o),
                                *_ints(*geom.kernel, *geom.stride, *geom.dilation, ho, wo, ph, pw),
-                               *_ints(qmax, half_window), ctypes.c_float(float(step)), ctypes.c_int(threads))
-    return grad_x, grad_w.sum(0).float().reshape(wq.shape)
+                               *_ints(qmax, half_window), ctypes.c_float(float(step)),
+                               *_ints(bool(needs[0]), bool(needs[1]), threads))
+    return (grad_x if needs[0] else None), (grad_w.sum(0).float().reshape(wq.shape) if needs[1] else None)

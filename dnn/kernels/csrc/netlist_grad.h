@@ -90,11 +90,12 @@ static inline void nl_bit_words(uint64_t *words, uint64_t w) {
 /* bp, geometry: as nl_adder_forward. wv (O, K): patterns of w; wn (O, K, 4): patterns of its neighbours w1, w0,
  * w_0, w_1; denw (O, K). g (N, O, Ho, Wo). cols (N, K, Ho*Wo) scratch for the column gradients (every element is
  * written); gx (N, C, H, W) the input gradient (written); grad_w (threads, O, K) doubles zeroed by the caller, one
- * slice per thread. (ph, pw): the padding inside bp. */
+ * slice per thread. (ph, pw): the padding inside bp. need_x / need_w: 0 skips the circuits, sums and outputs of that
+ * gradient (cols and gx, or grad_w, are then left as they were). */
 void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32_t *wn, const float *denw,
                             const float *g, float *cols, float *gx, double *grad_w, int N, int C, int Hp, int Wp,
                             int O, int kh, int kw, int sh, int sw, int dh, int dw, int Ho, int Wo, int ph, int pw,
-                            int qmax, int hw, float step, int threads) {
+                            int qmax, int hw, float step, int need_x, int need_w, int threads) {
     const long K = (long)C * kh * kw, HW = (long)Ho * Wo, P = (long)N * HW;
     const long tiles = (P + NL_GROUP - 1) / NL_GROUP;
     const uint64_t mask = NL_BITS >= 64 ? ~0ull : (1ull << NL_BITS) - 1;
@@ -154,7 +155,8 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                 memset(gacc, 0, sizeof gacc);
                 nl_transpose(rows);
                 memcpy(cpl[0], rows, sizeof(nlv) * NL_BITS);
-                if (interior) { /* every lane has the full window: the neighbours are c plus constants */
+                if (!need_x) { /* no input gradient (say the first layer): c's neighbours are not needed */
+                } else if (interior) { /* every lane has the full window: the neighbours are c plus constants */
                     nl_add_const(cpl[1], cpl[0], (uint64_t)(hw + 1) & mask);
                     nl_add_const(cpl[2], cpl[0], (uint64_t)hw & mask);
                     nl_add_const(cpl[3], cpl[0], (uint64_t)(-(int64_t)hw) & mask);
@@ -177,15 +179,19 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                 for (int o = 0; o < O; o++) {
                     const uint32_t *wno = wn + ((long)o * K + k) * 4;
                     nl_bit_words(words[4], wv[(long)o * K + k]);
-                    for (int t = 0; t < 4; t++) { /* C(w_t, c): w neighbours */
-                        nl_bit_words(words[t], wno[t]);
-                        nl_circuit_wx(words[t], cpl[0], y[t]);
-                    }
-                    nl_num4(numw, y[0], y[1], y[2], y[3]);
+                    if (need_w) {
+                        for (int t = 0; t < 4; t++) { /* C(w_t, c): w neighbours */
+                            nl_bit_words(words[t], wno[t]);
+                            nl_circuit_wx(words[t], cpl[0], y[t]);
+                        }
+                        nl_num4(numw, y[0], y[1], y[2], y[3]);
+                    } else memset(numw, 0, sizeof numw);
                     nl_circuit_wx(words[4], cpl[0], d);
-                    for (int t = 0; t < 4; t++) /* C(w, c_t): c neighbours */
-                        nl_circuit_wx(words[4], cpl[t + 1], y[t]);
-                    nl_num4(numc, y[0], y[1], y[2], y[3]);
+                    if (need_x) {
+                        for (int t = 0; t < 4; t++) /* C(w, c_t): c neighbours */
+                            nl_circuit_wx(words[4], cpl[t + 1], y[t]);
+                        nl_num4(numc, y[0], y[1], y[2], y[3]);
+                    } else memset(numc, 0, sizeof numc);
                     /* packed: numw at bits [0, n+2), numc at [n+2, 2n+4), d at the top n bits */
                     int off_w = 0, off_c = NL_NUM, off_d = 64 - NL_BITS;
                     const nlv *rw = rows, *rc = rows;
@@ -213,15 +219,15 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                     for (int t = 0; t < 64; t++) { /* lanes t * NL_LANES .. + NL_LANES - 1, as vectors */
                         const nlf dr = __builtin_convertvector((nlvs)rows[t] >> off_d, nlf) * step;
                         const nlf gv = nl_loadf(go + t * NL_LANES);
-                        wsum += gv * (dr * nl_field_float(rw[t], off_w, NL_NUM));
-                        gacc[t] += gv * (nl_clamp1(dr) * nl_field_float(rc[t], off_c, NL_NUM));
+                        if (need_w) wsum += gv * (dr * nl_field_float(rw[t], off_w, NL_NUM));
+                        if (need_x) gacc[t] += gv * (nl_clamp1(dr) * nl_field_float(rc[t], off_c, NL_NUM));
                     }
                     float wtotal = 0.0f;
                     for (int l = 0; l < NL_LANES; l++) wtotal -= wsum[l];
                     gw[(long)o * K + k] += wtotal / denw[(long)o * K + k];
                 }
                 const float den_all = (float)(2 * (2 * hw + 1));
-                for (int q = 0; q < NL_GROUP; q++)
+                for (int q = 0; q < NL_GROUP && need_x; q++)
                     if (base[q] >= 0)
                         cols[cofs[q] + k * HW] = gacc[q / NL_LANES][q % NL_LANES] / (interior ? den_all : denc[q]);
             }
@@ -230,7 +236,7 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
         /* fold: gx[n, c, h, w] = sum of the column gradients of the taps that read input pixel (h, w) */
         const int H = Hp - 2 * ph, W = Wp - 2 * pw;
 #pragma omp for schedule(static)
-        for (long t = 0; t < (long)N * C; t++) {
+        for (long t = 0; t < (need_x ? (long)N * C : 0); t++) {
             const long n = t / C, c = t % C;
             float *plane = gx + t * H * W;
             memset(plane, 0, sizeof(float) * H * W);
