@@ -23,6 +23,9 @@ typedef int32_t nlfi __attribute__((vector_size(4 * NL_LANES)));
 static inline nlf nl_loadf(const float *p) { nlf v; memcpy(&v, p, sizeof v); return v; }
 static inline void nl_storef(float *p, nlf v) { memcpy(p, &v, sizeof v); }
 /* clamp(v, -1, 1) per lane */
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #if defined(__AVX512F__) && NL_LANES == 8
 static inline nlf nl_clamp1(nlf v) {
     return (nlf)_mm256_min_ps(_mm256_max_ps((__m256)v, _mm256_set1_ps(-1.0f)), _mm256_set1_ps(1.0f));
