@@ -161,9 +161,15 @@ def per_output(t, outputs):
 
 def lut_matmul(cols, qw, mult, s_x, z_x, s_w, z_w):
     """s_x s_w [sum_k AM(q_x, q_w) - z_w sum q_x - z_x sum q_w + K z_x z_w] for cols (M, K), qw (O, K), float64."""
-    K = cols.shape[1]
     iw = (qw - mult.qrange(1)[0]).to(torch.int64)
     acc = lut_accumulate(cols, iw, mult.tables(cols.device)["values"], mult.max_abs, shift=-mult.qrange(0)[0])
+    return zero_point_fold(acc, cols, qw, mult, s_x, z_x, s_w, z_w)
+
+
+def zero_point_fold(acc, cols, qw, mult, s_x, z_x, s_w, z_w):
+    """s_x s_w [acc - z_w sum q_x - z_x sum q_w + K z_x z_w], float64: the layer product from the product sums acc
+    (M, O) of cols (M, K) and qw (O, K), the activation sums taken exactly."""
+    K = cols.shape[1]
     bound = K * max(abs(q) for q in mult.qrange(0) + mult.qrange(1))
     wide = torch.float32 if bound <= FLOAT32_EXACT else torch.float64  # sums of integers stay exact
     sum_x = cols.to(wide).sum(1, keepdim=True).to(torch.float64)

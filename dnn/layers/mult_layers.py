@@ -23,8 +23,8 @@ from torch import nn
 from circuits.errors import AxnetError
 from dnn.arith.mult_quant import check_finite, quant_params, quantize
 from dnn.kernels.adder_ops import Geometry
-from dnn.kernels.mult_ops import (FLOAT32_EXACT, lut_accumulate, lut_conv_backward, lut_conv_forward, lut_grad_a,
-                                  lut_grad_b, patches)
+from dnn.kernels.mult_ops import (lut_accumulate, lut_conv_backward, lut_conv_forward, lut_grad_a,
+                                  lut_grad_b, patches, zero_point_fold)
 
 
 class LutProduct(torch.autograd.Function):
@@ -165,15 +165,8 @@ class ApproxMixin:
 
         The reference composition (LutProduct and the zero-point terms through autograd) that `LutConv`, which the
         layers run, is tested against."""
-        K = cols.shape[1]
         acc = LutProduct.apply(cols, qw, self.mult, getattr(self, "accum", None))
-        bound = K * max(abs(q) for q in self.mult.qrange(0) + self.mult.qrange(1))
-        wide = torch.float32 if bound <= FLOAT32_EXACT else torch.float64  # sums of integers stay exact
-        sum_x = cols.to(wide).sum(1, keepdim=True).to(torch.float64)
-        sum_w = qw.to(wide).sum(1).to(torch.float64)
-        z_x, z_w = z_x.to(torch.float64), z_w.to(torch.float64)
-        inner = acc - z_w * sum_x - z_x * sum_w + K * z_x * z_w
-        return inner * (s_x.to(torch.float64) * s_w.to(torch.float64))
+        return zero_point_fold(acc, cols, qw, self.mult, s_x, z_x, s_w, z_w)
 
     def folds_tables(self):
         """True when the product is a value table that `LutConv` folds (no accumulator circuit, no netlist)."""
