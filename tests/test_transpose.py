@@ -1,5 +1,5 @@
-"""The 64 x 64 bit transpose of the netlist kernels (`csrc/netlist_vec.h`): the GFNI version the AVX-512 build uses
-and the butterfly against a plain numpy transpose."""
+"""The 64 x 64 bit transpose of the netlist kernels (`csrc/netlist_vec.h`): the GFNI version the AVX-512 build uses,
+the butterfly and the narrow one (values below 2^bits) against a plain numpy transpose."""
 import ctypes
 
 import numpy as np
@@ -12,6 +12,9 @@ SOURCE = """#include "netlist_vec.h"
 void t_fast(uint64_t *x) { nlv v[64]; memcpy(v, x, sizeof v); nl_transpose(v); memcpy(x, v, sizeof v); }
 void t_butterfly(uint64_t *x) { nlv v[64]; memcpy(v, x, sizeof v); nl_transpose_butterfly(v); memcpy(x, v, sizeof v); }
 int t_lanes(void) { return NL_LANES; }
+#define NARROW(B) void t_narrow##B(uint64_t *x) { nlv v[64]; memcpy(v, x, sizeof v); nl_transpose_narrow(v, B); \
+                                                  memcpy(x, v, sizeof v); }
+NARROW(3) NARROW(12) NARROW(16) NARROW(32)
 """
 
 
@@ -37,3 +40,16 @@ def test_both_transposes_equal_the_plain_one():
             x = np.ascontiguousarray(rows.copy())
             fn(ctypes.c_void_p(x.ctypes.data))
             assert np.array_equal(x, want)
+
+
+@pytest.mark.parametrize("bits", [3, 12, 16, 32])
+def test_the_narrow_transpose_gives_the_low_planes(bits):
+    """Rows of values below 2^bits: planes 0 .. bits - 1 are those of the full transpose (the rest is scratch)."""
+    lib = native.load_library("transpose_test", SOURCE, CSRC)
+    if lib is None:
+        pytest.skip("no C compiler")
+    rng = np.random.default_rng(bits)
+    rows = rng.integers(0, 2 ** bits, (64, lib.t_lanes()), dtype=np.uint64)
+    x = np.ascontiguousarray(rows.copy())
+    getattr(lib, f"t_narrow{bits}")(ctypes.c_void_p(x.ctypes.data))
+    assert np.array_equal(x[:bits], reference(rows)[:bits])

@@ -112,6 +112,7 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
     {
         double *gw = grad_w + (long)omp_get_thread_num() * O * K;
         long base[NL_GROUP], gofs[NL_GROUP], cofs[NL_GROUP];
+        int run[64];
         int32_t val[NL_GROUP], hq[NL_GROUP];
         float denc[NL_GROUP];
         nlf gacc[64];
@@ -122,11 +123,9 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
 #pragma omp for schedule(dynamic, 1)
         for (long tile = 0; tile < tiles; tile++) {
             const long first = tile * NL_GROUP;
-            for (int q = 0; q < NL_GROUP; q++) {
-                const long p = first + q;
-                if (p >= P) { base[q] = -1; continue; }
-                const long n = p / HW, r = p % HW, oh = r / Wo, ow = r % Wo;
-                base[q] = n * C * Hp * Wp + oh * sh * Wp + ow * sw;
+            nl_tile_bases(first, P, HW, Wo, (long)C * Hp * Wp, Wp, sh, sw, base, run);
+            for (int q = 0; q < NL_GROUP && first + q < P; q++) {
+                const long n = (first + q) / HW, r = (first + q) % HW;
                 gofs[q] = n * O * HW + r;
                 cofs[q] = n * K * HW + r;
             }
@@ -134,11 +133,11 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                 for (int q = 0; q < NL_GROUP; q++)
                     gt[(long)o * NL_GROUP + q] = base[q] < 0 ? 0.0f : g[gofs[q] + (long)o * HW];
             for (long k = 0; k < K; k++) {
+                nl_gather_rows(bp + taps[k], base, run, rows);
                 int64_t vmax = 0; /* the largest |value| of the tap over the tile */
                 for (int q = 0; q < NL_GROUP; q++) {
-                    const uint64_t pat = base[q] < 0 ? 0 : bp[base[q] + taps[k]];
+                    const uint64_t pat = rows[q / NL_LANES][q % NL_LANES];
                     val[q] = (int32_t)((int64_t)(pat << (64 - NL_BITS)) >> (64 - NL_BITS));
-                    rows[q / NL_LANES][q % NL_LANES] = pat;
                     const int64_t a = val[q] < 0 ? -(int64_t)val[q] : val[q];
                     vmax = a > vmax ? a : vmax;
                 }
@@ -156,7 +155,7 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                         denc[q] = h < 0 ? 2.0f : (float)(2 * (2 * h + 1));
                     }
                 memset(gacc, 0, sizeof gacc);
-                nl_transpose(rows);
+                nl_transpose_narrow(rows, NL_BITS);
                 memcpy(cpl[0], rows, sizeof(nlv) * NL_BITS);
                 if (!need_x) { /* no input gradient (say the first layer): c's neighbours are not needed */
                 } else if (interior) { /* every lane has the full window: the neighbours are c plus constants */
@@ -175,7 +174,7 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                             else pos = t < 2 ? size - 1 : size - 2;
                             rows[q / NL_LANES][q % NL_LANES] = (uint64_t)(pos - qmax) & mask;
                         }
-                        nl_transpose(rows);
+                        nl_transpose_narrow(rows, NL_BITS);
                         memcpy(cpl[t + 1], rows, sizeof(nlv) * NL_BITS);
                     }
                 }

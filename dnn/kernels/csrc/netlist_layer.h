@@ -14,7 +14,6 @@
 #include <omp.h>
 
 #define NL_FILTERS 4 /* filters accumulated together per pass over a tile's taps */
-typedef uint32_t nl_u32 __attribute__((vector_size(4 * NL_LANES)));
 
 /* One tap of one filter: acc += |C(w, -x)| with w's bits `wbits` (0/~0 words) and the tap's planes of -x. */
 static inline __attribute__((always_inline)) void nl_tap(nlv *acc, const uint64_t *wbits, const nlv *xpl,
@@ -75,31 +74,12 @@ void nl_adder_forward(const uint32_t *bp, const uint64_t *wplanes, int64_t *out,
 #pragma omp for schedule(dynamic, 1)
         for (long tile = 0; tile < tiles; tile++) {
             const long first = tile * NL_GROUP;
-            for (int q = 0; q < NL_GROUP; q++) {
-                const long p = first + q;
-                if (p >= P) { base[q] = -1; continue; }
-                const long n = p / HW, r = p % HW, oh = r / Wo, ow = r % Wo;
-                base[q] = n * C * Hp * Wp + oh * sh * Wp + ow * sw;
-                obase[q] = n * O * HW + r; /* the pixel's place in filter 0's output plane */
-            }
-            for (int t = 0; t < 64; t++) { /* row t's pixels lie side by side in the image: one vector load */
-                const long b0 = base[t * NL_LANES], b1 = base[t * NL_LANES + NL_LANES - 1];
-                run[t] = sw == 1 && b0 >= 0 && b1 >= 0 && b1 - b0 == NL_LANES - 1;
-            }
+            nl_tile_bases(first, P, HW, Wo, (long)C * Hp * Wp, Wp, sh, sw, base, run);
+            for (int q = 0; q < NL_GROUP && first + q < P; q++) /* the pixel's place in filter 0's output plane */
+                obase[q] = (first + q) / HW * O * HW + (first + q) % HW;
             for (long k = 0; k < K; k++) {
-                for (int t = 0; t < 64; t++) {
-                    if (run[t]) {
-                        nl_u32 v;
-                        memcpy(&v, bp + base[t * NL_LANES] + taps[k], sizeof v);
-                        rows[t] = __builtin_convertvector(v, nlv);
-                        continue;
-                    }
-                    for (int l = 0; l < NL_LANES; l++) {
-                        const long b = base[t * NL_LANES + l];
-                        rows[t][l] = b < 0 ? 0 : bp[b + taps[k]];
-                    }
-                }
-                nl_transpose(rows);
+                nl_gather_rows(bp + taps[k], base, run, rows);
+                nl_transpose_narrow(rows, NL_BITS); /* n-bit patterns: the high planes are zero */
                 memcpy(xplanes + k * NL_BITS, rows, sizeof(nlv) * NL_BITS);
             }
             for (int o = 0; o < O; o += NL_FILTERS) { /* several filters per pass: each tap's planes loaded once */

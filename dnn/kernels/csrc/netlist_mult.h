@@ -18,31 +18,6 @@
 
 #define NL_FILTERS 4        /* filters per work item */
 #define NL_CHUNK_BYTES (32L << 20) /* bit-sliced planes held at once */
-typedef uint32_t nl_m32 __attribute__((vector_size(4 * NL_LANES)));
-
-/* The planes 0 .. NL_WA - 1 of 64 rows whose values are below 2^NL_WA (uint32 patterns, masked): `nl_transpose`
- * done only as far as those planes need. With B = NL_WA rounded up to a power of two, the block swaps of width
- * j >= B only pack row k + j's B-bit values beside row k's (the high halves are zero), and the swaps below B touch
- * rows 0 .. B - 1 only. Rows at and above B are left as scratch. */
-#define NL_WA_POW2 (NL_WA <= 1 ? 1 : NL_WA <= 2 ? 2 : NL_WA <= 4 ? 4 : NL_WA <= 8 ? 8 : NL_WA <= 16 ? 16 : 32)
-static inline void nl_transpose_low(nlv x[64]) {
-    static const uint64_t masks[6] = {0x00000000FFFFFFFFull, 0x0000FFFF0000FFFFull, 0x00FF00FF00FF00FFull,
-                                      0x0F0F0F0F0F0F0F0Full, 0x3333333333333333ull, 0x5555555555555555ull};
-    int s = 0;
-    for (int j = 32; j >= NL_WA_POW2; j >>= 1, s++)
-#pragma GCC unroll 32
-        for (int k = 0; k < j; k++) x[k] |= x[k + j] << j;
-    for (int j = NL_WA_POW2 >> 1; j; j >>= 1, s++) {
-        const nlv m = NLV_ZERO + masks[s];
-#pragma GCC unroll 16
-        for (int k = 0; k < NL_WA_POW2; k = ((k | j) + 1) & ~j) {
-            const nlv t = ((x[k] >> j) ^ x[k + j]) & m;
-            x[k + j] ^= t;
-            x[k] ^= t << j;
-        }
-    }
-}
-
 /* acc += the product y (NL_OUT planes), sign-extended when signed; acc has acc_bits planes. */
 static inline __attribute__((always_inline)) void nl_mult_add(nlv *acc, const nlv *y, int acc_bits) {
 #if NL_SIGNED
@@ -84,45 +59,19 @@ typedef struct {
     const long *taps; /* offset of each of the K taps from a pixel's base, within a group's channels */
 } nl_mult_geom;
 
-/* Pixel q of the tile at `first`: base[q] its top-left offset in image channel 0 (-1 past the end). */
-static void nl_mult_bases(const nl_mult_geom *g, long first, long *base, int *run) {
-    for (int q = 0; q < NL_GROUP; q++) {
-        const long p = first + q;
-        if (p >= g->P) { base[q] = -1; continue; }
-        const long n = p / g->HW, r = p % g->HW, oh = r / g->Wo, ow = r % g->Wo;
-        base[q] = n * g->image + oh * g->sh * g->Wp + ow * g->sw;
-    }
-    for (int t = 0; t < 64; t++) { /* row t's pixels lie side by side in the image: one vector load */
-        const long b0 = base[t * NL_LANES], b1 = base[t * NL_LANES + NL_LANES - 1];
-        run[t] = g->sw == 1 && b0 >= 0 && b1 >= 0 && b1 - b0 == NL_LANES - 1;
-    }
-}
-
 /* The tile's planes (K, NL_WA) of group `grp`, and (sums != NULL) each pixel's sum of patterns over its patch. */
 static void nl_mult_gather(const nl_mult_geom *g, long first, int grp, nlv *xplanes, nlv *sums) {
     long base[NL_GROUP];
     int run[64];
     nlv rows[64];
-    nl_mult_bases(g, first, base, run);
+    nl_tile_bases(first, g->P, g->HW, g->Wo, g->image, g->Wp, g->sh, g->sw, base, run);
     const uint32_t *xg = g->xp + (long)grp * g->C * g->Hp * g->Wp;
     if (sums) memset(sums, 0, sizeof(nlv) * 64);
     for (long k = 0; k < g->K; k++) {
-        const uint32_t *xk = xg + g->taps[k];
-        for (int t = 0; t < 64; t++) {
-            if (run[t]) {
-                nl_m32 v;
-                memcpy(&v, xk + base[t * NL_LANES], sizeof v);
-                rows[t] = __builtin_convertvector(v, nlv);
-                continue;
-            }
-            for (int l = 0; l < NL_LANES; l++) {
-                const long b = base[t * NL_LANES + l];
-                rows[t][l] = b < 0 ? 0 : xk[b];
-            }
-        }
+        nl_gather_rows(xg + g->taps[k], base, run, rows);
         if (sums)
             for (int t = 0; t < 64; t++) sums[t] += rows[t];
-        nl_transpose_low(rows);
+        nl_transpose_narrow(rows, NL_WA);
         memcpy(xplanes + k * NL_WA, rows, sizeof(nlv) * NL_WA);
     }
 }

@@ -91,6 +91,70 @@ static inline void nl_transpose(nlv x[64]) {
 static inline void nl_transpose(nlv x[64]) { nl_transpose_butterfly(x); }
 #endif
 
+/* The layer kernels' tiles: output pixels first .. first + NL_GROUP - 1 of P (HW per image, rows of Wo), lane q =
+ * pixel first + q. base[q]: the top-left of its patch in its image's first channel (`image` values per input
+ * image, rows of Wp, strides sh and sw), -1 past P; run[t]: row t's NL_LANES pixels lie side by side (sw = 1, one
+ * output row), so one vector load gathers them. */
+static inline void nl_tile_bases(long first, long P, long HW, int Wo, long image, int Wp, int sh, int sw, long *base,
+                                 int *run) {
+    for (int q = 0; q < NL_GROUP; q++) {
+        const long p = first + q;
+        if (p >= P) { base[q] = -1; continue; }
+        const long n = p / HW, r = p % HW;
+        base[q] = n * image + (r / Wo) * sh * Wp + (r % Wo) * sw;
+    }
+    for (int t = 0; t < 64; t++) {
+        const long b0 = base[t * NL_LANES], b1 = base[t * NL_LANES + NL_LANES - 1];
+        run[t] = sw == 1 && b0 >= 0 && b1 >= 0 && b1 - b0 == NL_LANES - 1;
+    }
+}
+
+typedef uint32_t nl_u32 __attribute__((vector_size(4 * NL_LANES)));
+
+/* rows[t] lane l = tap[base[q]] for pixel q = t * NL_LANES + l (0 past the end): one tap of a tile, before the
+ * transpose. `tap` points at the tap's offset in the image (uint32 patterns). */
+static inline void nl_gather_rows(const uint32_t *tap, const long *base, const int *run, nlv rows[64]) {
+    for (int t = 0; t < 64; t++) {
+        if (run[t]) {
+            nl_u32 v;
+            memcpy(&v, tap + base[t * NL_LANES], sizeof v);
+            rows[t] = __builtin_convertvector(v, nlv);
+            continue;
+        }
+        for (int l = 0; l < NL_LANES; l++) {
+            const long b = base[t * NL_LANES + l];
+            rows[t][l] = b < 0 ? 0 : tap[b];
+        }
+    }
+}
+
+/* The planes 0 .. bits - 1 of 64 rows whose values are below 2^bits: `nl_transpose` done only as far as those planes
+ * need. With B = bits rounded up to a power of two, the block swaps of width j >= B only pack row k + j's B-bit
+ * values beside row k's (the high halves are zero), and the swaps below B touch rows 0 .. B - 1 only. Rows at and
+ * above B are left as scratch. `bits` is a compile-time constant where it is called. */
+static inline __attribute__((always_inline)) void nl_transpose_narrow(nlv x[64], const int bits) {
+    static const uint64_t masks[6] = {0x00000000FFFFFFFFull, 0x0000FFFF0000FFFFull, 0x00FF00FF00FF00FFull,
+                                      0x0F0F0F0F0F0F0F0Full, 0x3333333333333333ull, 0x5555555555555555ull};
+    const int B = bits <= 1 ? 1 : bits <= 2 ? 2 : bits <= 4 ? 4 : bits <= 8 ? 8 : bits <= 16 ? 16 : bits <= 32 ? 32 : 64;
+    if (B == 64) {
+        nl_transpose(x);
+        return;
+    }
+    int s = 0;
+    for (int j = 32; j >= B; j >>= 1, s++)
+#pragma GCC unroll 32
+        for (int k = 0; k < j; k++) x[k] |= x[k + j] << j;
+    for (int j = B >> 1; j; j >>= 1, s++) {
+        const nlv m = NLV_ZERO + masks[s];
+#pragma GCC unroll 16
+        for (int k = 0; k < B; k = ((k | j) + 1) & ~j) {
+            const nlv t = ((x[k] >> j) ^ x[k + j]) & m;
+            x[k + j] ^= t;
+            x[k] ^= t << j;
+        }
+    }
+}
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 /* three-input sum and majority, one vpternlogq each (0x96: a ^ b ^ c, 0xE8: majority) */
