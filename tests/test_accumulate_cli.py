@@ -7,20 +7,13 @@ from click.testing import CliRunner
 from circuits.blif import write_blif
 from circuits.generators import ripple_carry_adder
 from cli import main
-
-TINY_TRAIN = ["--model", "mnist-addernet", "--limit", "48", "--limit-test", "32", "--batch-size", "16",
-              "--no-augment"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+from cli_runs import invoke, train_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "float"
-    r = invoke("train", *TINY_TRAIN, "--epochs", 1, "--out", out, "--json")
-    assert r.exit_code == 0, r.output
+    train_tiny(out)
     return out
 
 

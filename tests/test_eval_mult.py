@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from circuits.blif import write_blif
 from circuits.generators import array_multiplier, loa_adder
 from cli import main
+from cli_runs import train_tiny
 from dnn.arith.spec import parse_mult
 from dnn.workflow import data_for_checkpoint, evaluate
 from dnn.workflow.checkpoint import load_checkpoint
@@ -16,9 +17,7 @@ from dnn.workflow.prepare import model_from_checkpoint, prepare_mult
 @pytest.fixture(scope="module")
 def cnn_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "cnn"
-    r = CliRunner().invoke(main, ["train", "--model", "mnist-cnn", "--limit", "128", "--limit-test", "48",
-                                  "--batch-size", "32", "--no-augment", "--epochs", "2", "--out", str(out), "--json"])
-    assert r.exit_code == 0, r.output
+    train_tiny(out, "--model", "mnist-cnn", "--limit", 128, "--batch-size", 32, "--epochs", 2)
     return out / "last.pt"
 
 
@@ -82,9 +81,7 @@ def test_eval_mult_bad_input_is_one_line_exit_2(cnn_checkpoint, circuits, tmp_pa
         spec, needle = "table:x", "--mult 'table:x'"
     else:
         out = tmp_path / "adder"
-        r = CliRunner().invoke(main, ["train", "--model", "mnist-addernet", "--limit", "32", "--limit-test", "16",
-                                      "--batch-size", "16", "--no-augment", "--epochs", "1", "--out", str(out)])
-        assert r.exit_code == 0, r.output
+        train_tiny(out, "--limit", 32)
         checkpoint, needle = out / "last.pt", "no convolution or linear layer"
     r = CliRunner().invoke(main, ["eval", str(checkpoint), "--mult", spec, "--limit-test", "8"])
     assert r.exit_code == 2, r.output

@@ -6,6 +6,7 @@ import tempfile
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,28 +140,13 @@ NPZ = seed_bytes(lambda lut, p: save_npz(lut, p), small_lut(), ".npz")
 ADAPT = seed_bytes(write_adapt_header, small_lut(8, signed=True, grads=False), ".h")
 
 
+@pytest.mark.parametrize("reader, seed, suffix", [(read_appmult, APPMULT, ".txt"), (read_csv, CSV, ".csv"),
+                                                  (read_adapt_header, ADAPT, ".h"), (load_lut, NPZ, ".npz")],
+                         ids=["appmult", "csv", "adapt-header", "npz"])
 @FUZZ
-@given(mutations)
-def test_mutated_appmult_raises_only_axnet_errors(ops):
-    read_only_axnet_errors(read_appmult, mutate(APPMULT, ops), ".txt")
-
-
-@FUZZ
-@given(mutations)
-def test_mutated_csv_raises_only_axnet_errors(ops):
-    read_only_axnet_errors(read_csv, mutate(CSV, ops), ".csv")
-
-
-@FUZZ
-@given(mutations)
-def test_mutated_adapt_header_raises_only_axnet_errors(ops):
-    read_only_axnet_errors(read_adapt_header, mutate(ADAPT, ops), ".h")
-
-
-@FUZZ
-@given(mutations)
-def test_mutated_npz_raises_only_axnet_errors(ops):
-    read_only_axnet_errors(load_lut, mutate(NPZ, ops), ".npz")
+@given(ops=mutations)
+def test_a_mutated_lut_file_raises_only_axnet_errors(reader, seed, suffix, ops):
+    read_only_axnet_errors(reader, mutate(seed, ops), suffix)
 
 
 @FUZZ

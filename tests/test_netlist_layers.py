@@ -12,6 +12,7 @@ from circuits.blif import write_blif
 from circuits.generators import array_multiplier, eta1_adder, loa_adder, ripple_carry_adder, truncated_adder
 from circuits.netlist import Netlist, Node
 from cli import main
+from cli_runs import train_tiny
 from dnn import Adder2d, AdderLinear, CellAdder, LutAdder, NetlistAdder, parse_arith
 from dnn.arith.netlist_adder import adder_sums_torch, evaluate_pairs
 from dnn.kernels import netlist_native, netlist_torch
@@ -198,9 +199,7 @@ def _bad_circuits(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "float"
-    r = CliRunner().invoke(main, ["train", "--model", "mnist-addernet", "--limit", "32", "--limit-test", "16",
-                                  "--batch-size", "16", "--no-augment", "--epochs", "1", "--out", str(out), "--json"])
-    assert r.exit_code == 0, r.output
+    train_tiny(out, "--limit", 32, "--limit-test", 16)
     return out / "last.pt"
 
 

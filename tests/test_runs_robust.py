@@ -8,20 +8,15 @@ import os
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from circuits.errors import AxnetError
-from cli import main
+from cli_runs import TINY_TRAIN, invoke, train_tiny
 from dnn.workflow import checkpoint as C
 from dnn.workflow import loop
 from dnn.workflow.checkpoint import load_checkpoint
 from dnn.workflow.rundir import cosine_lr
 
-TINY = ["--model", "mnist-addernet", "--limit", "48", "--limit-test", "32", "--batch-size", "16", "--no-augment"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+TINY = TINY_TRAIN
 
 
 def one_line_error(*args):
@@ -35,8 +30,7 @@ def one_line_error(*args):
 def run1(tmp_path_factory):
     """A finished 1-epoch run (Adam, lr 0.03) on 48 digits."""
     out = tmp_path_factory.mktemp("runs") / "one"
-    r = invoke("train", *TINY, "--epochs", 1, "--out", out, "--json")
-    assert r.exit_code == 0, r.output
+    train_tiny(out)
     return out
 
 

@@ -11,25 +11,17 @@ import torch
 from click.testing import CliRunner
 
 from cli import main
+from cli_runs import TINY_TRAIN, invoke, train_tiny
 from dnn.workflow.checkpoint import load_checkpoint
 
 AXNET = [sys.executable, "-c", "from cli import main; main()"]
 QUIET_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-TINY_TRAIN = ["--model", "mnist-addernet", "--limit", "48", "--limit-test", "32", "--batch-size", "16",
-              "--no-augment"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 1-epoch float run on 48 digits: the checkpoint the eval/sweep/retrain tests start from."""
     out = tmp_path_factory.mktemp("run") / "float"
-    r = invoke("train", *TINY_TRAIN, "--epochs", 1, "--out", out, "--json")
-    assert r.exit_code == 0, r.output
-    summary = json.loads(r.stdout)
+    summary = train_tiny(out)
     assert summary["epochs"] == 1 and 0 <= summary["final_test_acc"] <= 100
     return out
 
