@@ -108,24 +108,20 @@ def plain(value):
 
 def design_rows(conn, role=None):
     """Every design row as a dict, in the order the designs were given."""
-    query = f"SELECT {', '.join(DESIGN_NAMES)} FROM designs"
-    args = ()
-    if role:
-        query, args = query + " WHERE role = ?", (role,)
-    rows = [dict(zip(DESIGN_NAMES, r)) for r in conn.execute(query + " ORDER BY position, design", args)]
-    for r in rows:
-        r["names"] = json.loads(r["names"]) if r["names"] else []
-        r["sources"] = json.loads(r["sources"]) if r["sources"] else []
-    return rows
+    return _rows(conn, "designs", DESIGN_NAMES, "position, design", ("names", "sources"), role)
 
 
 def assignment_rows(conn, role=None):
-    query = f"SELECT {', '.join(ASSIGN_NAMES)} FROM assignments"
-    args = ()
-    if role:
-        query, args = query + " WHERE role = ?", (role,)
-    rows = [dict(zip(ASSIGN_NAMES, r)) for r in conn.execute(query + " ORDER BY kind, assignment", args)]
+    """Every assignment row as a dict (its lists decoded), by kind."""
+    return _rows(conn, "assignments", ASSIGN_NAMES, "kind, assignment", ("layers", "designs", "circuits"), role)
+
+
+def _rows(conn, table, names, order, json_keys, role):
+    """The rows of `table` (of one role, if given) as dicts, the JSON list columns `json_keys` decoded."""
+    where, args = (" WHERE role = ?", (role,)) if role else ("", ())
+    rows = [dict(zip(names, r)) for r in conn.execute(f"SELECT {', '.join(names)} FROM {table}{where} ORDER BY {order}",
+                                                      args)]
     for r in rows:
-        for key in ("layers", "designs", "circuits"):
+        for key in json_keys:
             r[key] = json.loads(r[key]) if r[key] else []
     return rows
