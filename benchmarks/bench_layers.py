@@ -63,6 +63,30 @@ def paired(base, candidate, repeats, device):
             "ratio": round(statistics.median(p[1] / p[0] for p in pairs), 3)}
 
 
+def forward_run(module, x, **attrs):
+    """A timed callable: set `attrs` on module (arith=, mult=), then a forward of x without autograd."""
+    def run():
+        for name, value in attrs.items():
+            setattr(module, name, value)
+        with torch.no_grad():
+            module(x)
+    return run
+
+
+def step_run(module, x, grad_out, **attrs):
+    """A timed training step: set `attrs` on module, clear the gradients, forward x (needing a gradient) and back
+    from the dense `grad_out`, as BatchNorm hands it over in a network (out.sum().backward() would also time the sum
+    and materialise its broadcast gradient)."""
+    xr = x.clone().requires_grad_(True)
+
+    def run():
+        for name, value in attrs.items():
+            setattr(module, name, value)
+        module.weight.grad = xr.grad = None
+        module(xr).backward(grad_out)
+    return run
+
+
 def demo_lut(bits=8):
     """An 8-bit adder LUT with approximate low cells, standing in for a file from `axnet simulate`."""
     return build_lut(ripple_carry_adder(bits, "ama2", 3))
@@ -83,30 +107,14 @@ def layer_benchmarks(name, shape, repeats, device, lut):
     adder = Adder2d(shape["cin"], shape["cout"], 3, padding=1).to(device)
     lut_arith = LutAdder(lut)
     result = {"shape": shape}
-
-    def conv_fwd():
-        with torch.no_grad():
-            conv(x)
+    grad_out = torch.randn(shape["batch"], shape["cout"], shape["size"], shape["size"], device=device)
+    conv_fwd = forward_run(conv, x)
 
     def adder_fwd(arith):
-        def run():
-            adder.arith = arith
-            with torch.no_grad():
-                adder(x)
-        return run
-
-    # the layer's backward is timed from a dense output gradient, as BatchNorm hands it over in a network
-    # (out.sum().backward() would also time the sum and materialise its broadcast gradient)
-    grad_out = torch.randn(shape["batch"], shape["cout"], shape["size"], shape["size"], device=device)
+        return forward_run(adder, x, arith=arith)
 
     def adder_step(arith):
-        xr = x.clone().requires_grad_(True)
-
-        def run():
-            adder.arith = arith
-            adder.weight.grad = xr.grad = None
-            adder(xr).backward(grad_out)
-        return run
+        return step_run(adder, x, grad_out, arith=arith)
 
     result["exact_fwd_vs_conv"] = paired(conv_fwd, adder_fwd(None), repeats, device)
     result["lut8_fwd_vs_conv"] = paired(conv_fwd, adder_fwd(lut_arith), repeats, device)
@@ -145,24 +153,13 @@ def lut_adder_table_benchmarks(repeats, device, lut):
         conv = nn.Conv2d(shape["cin"], shape["cout"], 3, padding=1, bias=False).to(device)
         adder = Adder2d(shape["cin"], shape["cout"], 3, padding=1, arith=LutAdder(lut)).to(device)
         grad_lut = LutAdder(lut, grad="lut", half_window=2)
-        xr = x.clone().requires_grad_(True)
-
-        def forward(module):
-            def run():
-                with torch.no_grad():
-                    module(x)
-            return run
-
-        def step(module, arith=None):
-            def run():
-                if arith is not None:
-                    module.arith = arith
-                module.weight.grad = xr.grad = None
-                module(xr).backward(grad_out)
-            return run
-        out[name] = {"shape": shape, "lut8_fwd_vs_conv": paired(forward(conv), forward(adder), repeats, device),
-                     "lut8_ste_step_vs_conv_step": paired(step(conv), step(adder, adder.arith), repeats, device),
-                     "lut8_gradlut_step_vs_conv_step": paired(step(conv), step(adder, grad_lut), repeats, device)}
+        conv_step = step_run(conv, x, grad_out)
+        out[name] = {"shape": shape, "lut8_fwd_vs_conv": paired(forward_run(conv, x), forward_run(adder, x), repeats,
+                                                                 device),
+                     "lut8_ste_step_vs_conv_step": paired(conv_step, step_run(adder, x, grad_out, arith=adder.arith),
+                                                          repeats, device),
+                     "lut8_gradlut_step_vs_conv_step": paired(conv_step, step_run(adder, x, grad_out, arith=grad_lut),
+                                                              repeats, device)}
         adder.arith = LutAdder(lut)
     return out
 

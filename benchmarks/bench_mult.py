@@ -24,6 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_layers import forward_run, step_run  # noqa: E402
 from dnn.approx_mult import ApproxConv2d, LutMultiplier, lut_accumulate, reference_accumulate  # noqa: E402
 from dnn.kernels import native as native_kernels  # noqa: E402
 from dnn.kernels import mult_ops  # noqa: E402
@@ -99,24 +102,11 @@ def shape_benchmarks(shape, repeats):
     layer.load_state_dict(conv.state_dict(), strict=False)
     x = torch.randn(N, C, H, H)
     grad_out = torch.randn(N, O, H, H)
-    xr = x.clone().requires_grad_(True)
     same, exact = checks(layer, x, ste)
-
-    def conv_fwd():
-        with torch.no_grad():
-            conv(x)
-
-    def layer_fwd():
-        with torch.no_grad():
-            layer(x)
+    conv_fwd, layer_fwd = forward_run(conv, x), forward_run(layer, x)
 
     def step(module, mult=None):
-        def run():
-            if mult is not None:
-                module.mult = mult
-            module.weight.grad = xr.grad = None
-            module(xr).backward(grad_out)
-        return run
+        return step_run(module, x, grad_out) if mult is None else step_run(module, x, grad_out, mult=mult)
 
     layer.mult = ste
     result = {"shape": shape, "compiled_equals_torch_forward": same, "sums_equal_elementwise_gather": exact,

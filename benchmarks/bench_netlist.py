@@ -22,7 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_layers import paired  # noqa: E402
+from bench_layers import forward_run, paired, step_run  # noqa: E402
 from circuits.generators import array_multiplier, loa_adder, ripple_carry_adder  # noqa: E402
 from dnn import Adder2d, ApproxConv2d, CellAdder, NetlistAdder  # noqa: E402
 from dnn.arith.netlist_multiplier import NetlistMultiplier  # noqa: E402
@@ -40,30 +40,13 @@ def netlist_benchmarks(repeats=5, device="cpu", ks=range(33)):
     mult = ApproxConv2d(SHAPE["cin"], SHAPE["cout"], 3, padding=1, bias=False,
                         mult=NetlistMultiplier(array_multiplier(12, 12))).to(device)
     grad_out = torch.randn(SHAPE["batch"], SHAPE["cout"], SHAPE["size"], SHAPE["size"], device=device)
-
-    def conv_fwd():
-        with torch.no_grad():
-            conv(x)
+    conv_fwd, mult_fwd = forward_run(conv, x), forward_run(mult, x)
 
     def adder_fwd(arith):
-        def run():
-            adder.arith = arith
-            with torch.no_grad():
-                adder(x)
-        return run
+        return forward_run(adder, x, arith=arith)
 
     def adder_step(arith):
-        xr = x.clone().requires_grad_(True)
-
-        def run():
-            adder.arith = arith
-            adder.weight.grad = xr.grad = None
-            adder(xr).backward(grad_out)
-        return run
-
-    def mult_fwd():
-        with torch.no_grad():
-            mult(x)
+        return step_run(adder, x, grad_out, arith=arith)
 
     loa16 = NetlistAdder(loa_adder(16, 6))
     rca16 = NetlistAdder(ripple_carry_adder(16, "maj", 6))
