@@ -140,10 +140,8 @@ def calibrate(model, role, data, device):
         calibrate_model(model, data, device, batches=CALIBRATION_BATCHES, batch_size=CALIBRATION_BATCH_SIZE)
         return
     from dnn.layers.calibrate import calibrate_mult
-    n = CALIBRATION_BATCHES * CALIBRATION_BATCH_SIZE
-    batches = [data.train_x[i:i + CALIBRATION_BATCH_SIZE] for i in range(0, min(n, len(data.train_x)),
-                                                                         CALIBRATION_BATCH_SIZE)]
-    calibrate_mult(model, batches)
+    from dnn.workflow.prepare import calibration_batches
+    calibrate_mult(model, calibration_batches(data, device, CALIBRATION_BATCHES, CALIBRATION_BATCH_SIZE))
 
 
 def assigned_accuracy(ctx, role, circuits):

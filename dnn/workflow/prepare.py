@@ -115,9 +115,8 @@ def calibrate_model(model, data, device, batches=8, batch_size=256, percentile=9
     few large weights (AdderNet weights grow under the adaptive learning rate) and cost many points at 8 bits."""
     from dnn.layers.assign import adder_layers
     from dnn.layers.calibrate import calibrate, group_clamp_weights_
-    xs = [data.train_x[i:i + batch_size].to(device) for i in range(0, batch_size * batches, batch_size)
-          if i < len(data.train_x)]
-    calibrate(model, xs, method="percentile", percentile=percentile, include_weights=False)
+    calibrate(model, calibration_batches(data, device, batches, batch_size), method="percentile",
+              percentile=percentile, include_weights=False)
     for layer in adder_layers(model):
         group_clamp_weights_(layer, float(layer.scale))
 
@@ -156,7 +155,11 @@ def prepare_mult(model, mult, data, device, accum=None, keep_first_last=True, ba
     if accum is not None:
         set_accum(model, accum)
     model = model.to(device)
-    xs = [data.train_x[i:i + batch_size].to(device) for i in range(0, batch_size * batches, batch_size)
-          if i < len(data.train_x)]
-    calibrate_mult(model, xs)
+    calibrate_mult(model, calibration_batches(data, device, batches, batch_size))
     return model, n
+
+
+def calibration_batches(data, device, batches=8, batch_size=256):
+    """The first `batches` batches of training images on `device`: what every calibration looks at."""
+    return [data.train_x[i:i + batch_size].to(device) for i in range(0, batch_size * batches, batch_size)
+            if i < len(data.train_x)]
