@@ -1,13 +1,12 @@
 """Compiled netlist kernels of the layers: one C library per circuit, generated from its `simulator.program.Program`.
 
-The circuit becomes a static inline function `nl_circuit` (every step one bit-sliced vector operation), and again in
-the layers' form that reads a weight's bit words and a tile's planes in place (`circuit_function(words=...)`),
-placed in front of a fixed harness from `csrc/` (`netlist_layer.h`: the fused AdderNet forward and the operands made
-in C; `netlist_grad.h`: its grad="diff" backward; `netlist_mult.h`: the multiplier's convolution read from the
-padded image and its (M, K) product). The library is built with the
-simulator's `simulator.native.load_library`, so it is cached on disk by a hash of the source, the headers, the flags,
-the compiler and the CPU, and `AXNET_NATIVE=0` or a missing compiler turns it off (callers then use the torch
-version in `dnn.arith.netlist_adder.adder_sums_torch`, which runs the same algorithm).
+The circuit becomes a static inline function (every step one bit-sliced vector operation) that reads a weight's
+bit words and a tile's planes in place (`circuit_function`), placed in front of a fixed harness from `csrc/`
+(`netlist_layer.h`: the fused AdderNet forward and the operands made in C; `netlist_grad.h`: its grad="diff"
+backward; `netlist_mult.h`: the multiplier's convolution read from the padded image and its (M, K) product). The
+library is built with the simulator's `simulator.native.load_library`, so it is cached on disk by a hash of the
+source, the headers, the flags, the compiler and the CPU, and `AXNET_NATIVE=0` or a missing compiler turns it off
+(callers then use the torch version in `dnn.arith.netlist_adder.adder_sums_torch`, which runs the same algorithm).
 """
 from __future__ import annotations
 
@@ -25,13 +24,12 @@ _TEXT = {}  # (id(program), function name) -> (program, C text)
 _LOCK = threading.Lock()
 
 
-def circuit_function(program, name="nl_circuit", words=None):
-    """C text of `static inline void name(const nlv *in, nlv *out)` running the program's steps (made once per
-    program: a few milliseconds for a multiplier's 800 steps, which every layer call would otherwise pay).
-
-    With words = (first, count), inputs first .. first + count - 1 are instead read as uint64 words to broadcast
-    and the others as planes in place: `name(const uint64_t *words, const nlv *planes, nlv *out)`, the layers' form
-    (a weight's bits, a tile's planes), which spares storing and reloading an input array per tap and filter."""
+def circuit_function(program, name, words):
+    """C text of `static inline void name(const uint64_t *words, const nlv *planes, nlv *out)` running the program's
+    steps, one bit-sliced vector operation each: with words = (first, count), inputs first .. first + count - 1 are
+    0/~0 words to broadcast (a weight's bits) and the others planes read in place (a tile's), so no input array is
+    stored and reloaded per tap and filter. Made once per program (a few milliseconds for a multiplier's 800 steps,
+    which every layer call would otherwise pay)."""
     key = (id(program), name, words)
     with _LOCK:
         if key in _TEXT and _TEXT[key][0] is program:
@@ -43,8 +41,6 @@ def circuit_function(program, name="nl_circuit", words=None):
 
 
 def _circuit_text(program, name, words):
-    if words is None:
-        return c_circuit_function(program, name, "nlv", "NLV_ZERO", "NLV_ONES")
     first, count = words
     inputs, plane = [], 0
     for i in range(program.n_inputs):
@@ -60,7 +56,7 @@ def _circuit_text(program, name, words):
 
 def adder_source(program, bits):
     """The translation unit of the fused adder-layer kernel for an n-bit adder program (inputs a then b)."""
-    return "\n".join(['#include "netlist_vec.h"', f"#define NL_BITS {bits}", circuit_function(program),
+    return "\n".join(['#include "netlist_vec.h"', f"#define NL_BITS {bits}",
                       circuit_function(program, "nl_circuit_wx", (0, bits)), '#include "netlist_layer.h"', ""])
 
 
@@ -73,7 +69,7 @@ def mult_source(program, widths, out_bits, signed):
     """The translation unit of the product-sum kernel for a multiplier program (inputs: activation, then weight)."""
     return "\n".join(['#include "netlist_vec.h"', f"#define NL_WA {widths[0]}", f"#define NL_WB {widths[1]}",
                       f"#define NL_OUT {out_bits}", f"#define NL_SIGNED {int(bool(signed))}",
-                      circuit_function(program), circuit_function(program, "nl_circuit_xw", (widths[0], widths[1])),
+                      circuit_function(program, "nl_circuit_xw", (widths[0], widths[1])),
                       '#include "netlist_mult.h"', ""])
 
 

@@ -2,11 +2,10 @@
  * dnn.arith.netlist_adder.adder_sums_torch).
  *
  * dnn/kernels/netlist_native.py writes a translation unit that includes netlist_vec.h, defines NL_BITS (operand
- * width n) and
- *     static inline void nl_circuit(const nlv *restrict in, nlv *restrict out)
- * (inputs: the n bits of the first operand, then the n bits of the second, LSB first; outputs: the n low sum bits)
- * and the same circuit as nl_circuit_wx(const uint64_t *wbits, const nlv *xpl, nlv *out) (w's bits as words to
- * broadcast, -x's planes), then includes this file. Lanes are output pixels: per tile of NL_GROUP pixels the -x patterns of every tap are
+ * width n) and the circuit as
+ *     static inline void nl_circuit_wx(const uint64_t *wbits, const nlv *xpl, nlv *out)
+ * (inputs: the n bits of the first operand w as 0/~0 words to broadcast, then the n planes of the second, -x, LSB
+ * first; outputs: the n low sum bits), then includes this file. Lanes are output pixels: per tile of NL_GROUP pixels the -x patterns of every tap are
  * gathered and bit-sliced once, each weight bit is a broadcast all-0/all-1 word, and |d| = (d ^ s) + s (s the sign
  * plane) is added into a bit-sliced accumulator with the sign as carry-in, so the tile leaves the bit domain once
  * per filter, not once per pair.

@@ -4,10 +4,10 @@
  *
  * dnn/kernels/netlist_native.py writes a translation unit that includes netlist_vec.h, defines NL_WA and NL_WB (the
  * activation and weight operand widths), NL_OUT (product bits read) and NL_SIGNED (1: the product is read as a
- * two's-complement NL_OUT-bit number), then
- *     static inline void nl_circuit(const nlv *restrict in, nlv *restrict out)
- * and the same circuit as nl_circuit_xw(const uint64_t *weight_words, const nlv *activation_planes, nlv *out)
- * (inputs: the NL_WA activation bits, then the NL_WB weight bits, LSB first), then includes this file. Lanes are
+ * two's-complement NL_OUT-bit number), then the circuit as
+ *     static inline void nl_circuit_xw(const uint64_t *weight_words, const nlv *activation_planes, nlv *out)
+ * (inputs: the NL_WA activation planes, then the NL_WB weight bits as 0/~0 words, LSB first), then includes this
+ * file. Lanes are
  * output pixels (rows m): per tile of NL_GROUP pixels each tap is loaded (one vector load per 64-pixel row when the
  * pixels lie side by side in the image) and bit-sliced once, into planes shared by every filter; each weight bit is
  * a broadcast word, and the products are summed in a bit-sliced accumulator (two's complement when signed), left
