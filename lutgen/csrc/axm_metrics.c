@@ -63,26 +63,40 @@ static inline int64_t axm_field(uint64_t pattern, int shift, uint64_t mask, uint
     return (int64_t)((raw ^ sign) - sign); /* sign = 0 reads unsigned, sign = top bit reads two's complement */
 }
 
+/* The pattern layout and reading of a block, from the parameter words p. */
+typedef struct {
+    int wa, wb;                  /* operand widths */
+    uint64_t ma, mb, sa, sb, mc; /* their masks and sign bits (0: unsigned), the carry-in's mask */
+    uint64_t so;                 /* the output's sign bit (0: unsigned) */
+    int64_t half, lo;            /* exact results in [-half, half) fit the output; the reciprocal table's first index */
+} axm_layout;
+
+static inline axm_layout axm_layout_of(const int64_t *p) {
+    axm_layout f;
+    f.wa = (int)p[P_WA], f.wb = (int)p[P_WB];
+    f.ma = (1ull << f.wa) - 1, f.mb = (1ull << f.wb) - 1;
+    f.sa = p[P_SIGNED] ? 1ull << (f.wa - 1) : 0, f.sb = p[P_SIGNED] ? 1ull << (f.wb - 1) : 0;
+    f.mc = p[P_CARRY] ? 1 : 0;
+    f.so = p[P_OUT_SIGNED] ? 1ull << (p[P_NOUT] - 1) : 0;
+    f.half = p[P_FIT_BITS] > 0 ? (int64_t)1 << (p[P_FIT_BITS] - 1) : INT64_MAX / 4;
+    f.lo = p[P_RECIP_LO];
+    return f;
+}
+
 /* Integer sums over `len` patterns from `first`, and the float products rel[q] = |e| * recip[x - recip_lo]. */
 static inline __attribute__((always_inline)) void axm_values(const int ref, const int64_t *p, const double *recip,
                                                              uint64_t first, int64_t len, const int64_t *y,
                                                              double *rel, axm_sums *s) {
-    const int wa = (int)p[P_WA], wb = (int)p[P_WB];
-    const uint64_t ma = (1ull << wa) - 1, mb = (1ull << wb) - 1;
-    const uint64_t sa = p[P_SIGNED] ? 1ull << (wa - 1) : 0, sb = p[P_SIGNED] ? 1ull << (wb - 1) : 0;
-    const uint64_t mc = p[P_CARRY] ? 1 : 0;
-    const uint64_t so = p[P_OUT_SIGNED] ? 1ull << (p[P_NOUT] - 1) : 0;
-    const int64_t half = p[P_FIT_BITS] > 0 ? (int64_t)1 << (p[P_FIT_BITS] - 1) : INT64_MAX / 4;
-    const int64_t lo = p[P_RECIP_LO];
+    const axm_layout f = axm_layout_of(p);
     uint64_t count = 0, n_err = 0, sum_abs = 0, wce = s->wce, n_rel = 0, sq_lo = 0, sq_hi = 0;
     int64_t sum_e = 0;
     for (int64_t q = 0; q < len; q++) {
         const uint64_t pat = first + (uint64_t)q;
-        const int64_t a = axm_field(pat, 0, ma, sa), b = axm_field(pat, wa, mb, sb);
-        const int64_t c = (int64_t)((pat >> (wa + wb)) & mc);
+        const int64_t a = axm_field(pat, 0, f.ma, f.sa), b = axm_field(pat, f.wa, f.mb, f.sb);
+        const int64_t c = (int64_t)((pat >> (f.wa + f.wb)) & f.mc);
         const int64_t exact = ref == AXM_ADD ? a + b + c : ref == AXM_SUB ? a - b : a * b;
-        const int64_t approx = (int64_t)(((uint64_t)y[q] ^ so) - so);
-        const int fit = exact >= -half && exact < half;
+        const int64_t approx = (int64_t)(((uint64_t)y[q] ^ f.so) - f.so);
+        const int fit = exact >= -f.half && exact < f.half;
         const int64_t e = fit ? approx - exact : 0;
         const uint64_t ae = (uint64_t)(e < 0 ? -e : e);
         const uint64_t sq = ae * ae;
@@ -94,7 +108,7 @@ static inline __attribute__((always_inline)) void axm_values(const int ref, cons
         sq_hi += sq_lo < sq;
         wce = ae > wce ? ae : wce;
         n_rel += fit && exact != 0;
-        rel[q] = (double)ae * recip[(ref == AXM_MUL ? a : exact) - lo];
+        rel[q] = (double)ae * recip[(ref == AXM_MUL ? a : exact) - f.lo];
     }
     s->count += count;
     s->n_err += n_err;
@@ -121,27 +135,21 @@ typedef double axm_vd __attribute__((vector_size(8 * AXM_LANES)));
 static inline __attribute__((always_inline)) void axm_values_vec(const int ref, const int excl, const int64_t *p,
                                                                  const double *recip, uint64_t first, int64_t len,
                                                                  const int64_t *y, double *rel, axm_sums *s) {
-    const int wa = (int)p[P_WA], wb = (int)p[P_WB];
-    const uint64_t ma = (1ull << wa) - 1, mb = (1ull << wb) - 1;
-    const uint64_t sa = p[P_SIGNED] ? 1ull << (wa - 1) : 0, sb = p[P_SIGNED] ? 1ull << (wb - 1) : 0;
-    const uint64_t mc = p[P_CARRY] ? 1 : 0;
-    const uint64_t so = p[P_OUT_SIGNED] ? 1ull << (p[P_NOUT] - 1) : 0;
-    const int64_t half = p[P_FIT_BITS] > 0 ? (int64_t)1 << (p[P_FIT_BITS] - 1) : INT64_MAX / 4;
-    const int64_t lo = p[P_RECIP_LO];
+    const axm_layout f = axm_layout_of(p);
     axm_vu iota;
     for (int j = 0; j < AXM_LANES; j++) iota[j] = (uint64_t)j;
     axm_vi count = {0}, n_err = {0}, sum_abs = {0}, sum_e = {0}, n_rel = {0}, wce = {0};
     axm_vu sq_lo = {0}, sq_hi = {0};
     for (int64_t q = 0; q < len; q += AXM_LANES) {
         const axm_vu pat = (first + (uint64_t)q) + iota;
-        const axm_vi a = (axm_vi)(((pat & ma) ^ sa) - sa);
-        const axm_vi b = (axm_vi)((((pat >> wa) & mb) ^ sb) - sb);
-        const axm_vi c = (axm_vi)((pat >> (wa + wb)) & mc);
+        const axm_vi a = (axm_vi)(((pat & f.ma) ^ f.sa) - f.sa);
+        const axm_vi b = (axm_vi)((((pat >> f.wa) & f.mb) ^ f.sb) - f.sb);
+        const axm_vi c = (axm_vi)((pat >> (f.wa + f.wb)) & f.mc);
         const axm_vi exact = ref == AXM_ADD ? a + b + c : ref == AXM_SUB ? a - b : a * b;
         axm_vu raw;
         memcpy(&raw, y + q, sizeof raw);
-        const axm_vi approx = (axm_vi)((raw ^ so) - so);
-        const axm_vi fit = excl ? (exact >= -half) & (exact < half) : (axm_vi){0} - 1; /* -1 where counted */
+        const axm_vi approx = (axm_vi)((raw ^ f.so) - f.so);
+        const axm_vi fit = excl ? (exact >= -f.half) & (exact < f.half) : (axm_vi){0} - 1; /* -1 where counted */
         const axm_vi e = excl ? (approx - exact) & fit : approx - exact;
         const axm_vi neg = e >> 63;
         const axm_vi ae = (e ^ neg) - neg;
@@ -156,7 +164,7 @@ static inline __attribute__((always_inline)) void axm_values_vec(const int ref, 
         wce = (wce & ~more) | (ae & more);
         n_rel -= excl ? fit & (exact != 0) : exact != 0;
         axm_vd r;
-        memcpy(&r, recip + ((ref == AXM_MUL ? a[0] : exact[0]) - lo), sizeof r);
+        memcpy(&r, recip + ((ref == AXM_MUL ? a[0] : exact[0]) - f.lo), sizeof r);
         const axm_vd v = __builtin_convertvector(ae, axm_vd) * r;
         memcpy(rel + q, &v, sizeof v);
     }
