@@ -107,6 +107,11 @@ def forward_and_step(module, x, grad_out):
     return forward, step
 
 
+def progress(group, name, row):
+    """One JSON line per finished figure on stderr, so a run cut short on a borrowed GPU still reports what it did."""
+    print(json.dumps({group: {name: row}}), file=sys.stderr, flush=True)
+
+
 def layer_benchmarks(batch, repeats, device):
     out = {}
     kinds = layer_kinds()
@@ -124,10 +129,13 @@ def layer_benchmarks(batch, repeats, device):
                               "step_vs_conv": paired(conv_step, step, repeats)}
             except Exception as exc:  # noqa: BLE001 - recorded in the report
                 rows[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            progress(shape_name, name, rows[name])
         for kind in ("adder", "mult"):
             ste_fwd, ste_step = forward_and_step(kinds[f"{kind}_lut8_ste"](cin, cout).to(device), x, grad_out)
             lut_fwd, lut_step = forward_and_step(kinds[f"{kind}_lut8_gradlut"](cin, cout).to(device), x, grad_out)
-            rows[f"{kind}_lut8_gradlut_step_vs_ste_step"] = paired(ste_step, lut_step, repeats)
+            name = f"{kind}_lut8_gradlut_step_vs_ste_step"
+            rows[name] = paired(ste_step, lut_step, repeats)
+            progress(shape_name, name, rows[name])
         out[shape_name] = rows
     return out
 
@@ -167,6 +175,8 @@ def network_benchmarks(batch, repeats, device):
             "addernet_lut8_gradlut": resnet20_step("resnet20-addernet", LutAdder(adder_lut, grad="lut",
                                                                                 half_window=2),
                                                    batch, repeats, device)}
+    for name, row in rows.items():
+        progress("resnet20", name, row)
     base = rows["cnn_cudnn"]["step_s"]
     for row in rows.values():
         row["vs_cnn"] = round(row["step_s"] / base, 3)
