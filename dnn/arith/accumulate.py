@@ -185,7 +185,7 @@ class Accumulator:
             from dnn.kernels.triton import accum
             out = accum.accumulate(self._program, self.a_inputs, self.b_inputs, self._program.output_slots, cols,
                                    w_index.to(cols.device), patterns.to(cols.device), self.order)
-            return self.read(out, signed)
+            return self.read(out, signed).double()  # float64 like every other path: the layer scales it by step
         if path == "native":
             raise AxnetError("the compiled accumulator kernel is not available on this machine")
         patterns = patterns.to(cols.device)
