@@ -361,12 +361,54 @@ def check_accumulate():
             with _Counting(accum, ["accumulate"]) as count:
                 got = acc.accumulate(cols, w_index, pair, False, path="auto")
             assert count.calls == {"accumulate": 1}, f"{spec} {order}: dispatch did not reach Triton"
+            assert got.dtype == want.dtype == torch.float64, f"{spec} {order}: {got.dtype}"  # torch.equal ignores it
             assert torch.equal(got, want), f"{spec} {order}"
             few = acc.accumulate(cols[:3], w_index, pair, False, path="reference")
             assert torch.equal(got[:3], few), f"{spec} {order}: reference"
             if spec.startswith("loa"):  # read as two's complement
                 signed = acc.accumulate(cols, w_index, pair, True, path="auto")
                 assert torch.equal(signed, acc.accumulate(cols, w_index, pair, True, path="torch"))
+
+
+def check_accumulate_adder_layer():
+    """An exact 8-bit adder layer summed through an exact 16-bit accumulator in both orders: Triton (auto) equals
+    the torch path and the plain sums. A whole eval through such an accumulator fell to chance on an H200."""
+    from dnn.arith import accumulate as accumulate_module
+    from dnn.arith.accumulate import Accumulator
+    from dnn.arith.base import ExactInt
+    from dnn.kernels.triton import accum
+    accumulate_module.accum_native.MAX_BITS = 0  # the compiled CPU kernels off: auto then means Triton (forced)
+    gen = _gen(15)
+    backend = ExactInt(8)
+    for geom, shape in GEOMETRIES[:2]:
+        xq = torch.randint(-backend.qmax, backend.qmax + 1, shape, generator=gen).float()
+        wq = torch.randint(-backend.qmax, backend.qmax + 1, (5, shape[1], *geom.kernel), generator=gen).float()
+        plain = backend.abs_sums(xq, wq, geom)
+        for order in ("sequential", "tree"):
+            acc = Accumulator("rca:16:k=0", order=order)
+            with _Counting(accum, ["accumulate"]) as count:
+                got = acc.adder_sums(backend, xq, wq, geom)
+            assert count.calls == {"accumulate": 1}, f"{order}: dispatch did not reach Triton"
+            assert got.dtype == torch.float64, f"{order}: {got.dtype} (the layer multiplies the sums by its step)"
+            assert torch.equal(got, acc.adder_sums(backend, xq, wq, geom, path="torch")), order
+            assert torch.equal(got.to(plain.dtype), plain), f"{order}: not the plain sums"
+
+
+def check_cell_adder_layer():
+    """A 16-bit ripple with 4 approximate cells (CellAdder, beyond its table) on the generated Triton adder kernel:
+    the layer's dispatch reaches it, and it equals the word-level chain and the chained-table ripple in torch."""
+    from dnn.arith.cell_adder import CellAdder
+    from dnn.kernels.triton import netlist
+    gen = _gen(16)
+    for cell in ("maj", "ama2"):
+        adder = CellAdder(cell, 4, 16)
+        for geom, shape in GEOMETRIES[:2]:
+            xq = torch.randint(-adder.qmax, adder.qmax + 1, shape, generator=gen).float()
+            wq = torch.randint(-adder.qmax, adder.qmax + 1, (5, shape[1], *geom.kernel), generator=gen).float()
+            with _Counting(netlist, ["adder_abs_sums"]) as count:
+                got = adder.abs_sums(xq, wq, geom)
+            assert count.calls == {"adder_abs_sums": 1}, f"{cell}: dispatch did not reach Triton"
+            assert torch.equal(got, adder.pairwise_sums(xq, wq, geom)), f"{cell}: not the ripple"
 
 
 def check_netlist_adder_layer():

@@ -11,6 +11,7 @@ import torch
 from circuits.errors import AxnetError
 from dnn.arith.base import ELEMENTWISE_CHUNK, MAX_LUT_BITS, ExactInt, _signed, _TableAdder
 from dnn.kernels import native as native_kernels
+from dnn.kernels import triton as triton_kernels
 
 
 def ripple_tables(rows, bits):
@@ -157,6 +158,9 @@ class CellAdder(_TableAdder):
     def abs_sums(self, xq, wq, geom):
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
+        if self.bits <= 32 and triton_kernels.use(xq, wq):  # CUDA: the ripple as one generated Triton kernel
+            from dnn.kernels.triton import netlist as triton_netlist
+            return triton_netlist.adder_abs_sums(self.ripple_program(), xq, wq, geom, self.bits).double()
         if self.masks is not None:
             return self.chain_sums(xq, wq, geom)
         sums = self.netlist_sums(xq, wq, geom)
@@ -173,12 +177,16 @@ class CellAdder(_TableAdder):
         from dnn.kernels import netlist_native
         if not (self.bits <= 32 and netlist_native.usable(xq, self.bits)):
             return None
+        return netlist_native.adder_abs_sums(self.ripple_program(), xq, wq, geom, self.bits)
+
+    def ripple_program(self):
+        """The ripple of cells as a compiled two-operand circuit program (built on first use)."""
         if self.program is None:
             from circuits.generators import ripple_carry_adder
             from dnn.arith.netlist_circuit import TwoOperandCircuit
             netlist = ripple_carry_adder(self.bits, cell=self.cell, approx_bits=self.approx_bits)
             self.program = TwoOperandCircuit(netlist).program(self.bits)
-        return netlist_native.adder_abs_sums(self.program, xq, wq, geom, self.bits)
+        return self.program
 
     def chain_sums(self, xq, wq, geom):
         """The sums along the monotone-carry chain: the compiled word kernel, else `chain_add` per pair in torch."""
