@@ -41,6 +41,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path, monk
     """
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
+    from dnn.workflow import distributed
+    monkeypatch.setattr(distributed, "default_device", lambda: "cpu")  # the one process on the CPU, as the ranks are
     ddp_dir = tmp_path / "ddp"
     mp.start_processes(rank_main, args=(2, free_port(), str(ddp_dir)), nprocs=2, join=True, start_method="spawn")
     data = load_mnist5k().subset(SETTINGS["train_limit"], SETTINGS["test_limit"])
@@ -52,10 +54,20 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process(tmp_path, monk
     ref = dict(single["model_object"].named_parameters())
     # the trained weights and their moving average (every rank averages the same all-reduced steps)
     for name, value in ref.items():
-        torch.testing.assert_close(ckpt["state_dict"][name], value.detach(), atol=1e-4, rtol=1e-4, msg=name)
+        torch.testing.assert_close(ckpt["state_dict"][name], value.detach().cpu(), atol=1e-4, rtol=1e-4, msg=name)
         torch.testing.assert_close(ckpt["train_state_dict"][name], one["train_state_dict"][name], atol=1e-4,
                                    rtol=1e-4, msg=name)
     torch.manual_seed(SETTINGS["seed"])
     start = T.build_model("mnist-addernet")
     moved = (ckpt["train_state_dict"]["conv2.weight"] - start.conv2.weight).abs().max()
     assert moved > 1e-3  # the runs did train: the comparison is not of two untouched initialisations
+
+
+def test_nccl_only_when_every_local_rank_has_a_gpu(monkeypatch):
+    """Two ranks on a machine with one GPU train on the CPU with gloo (each rank asking for GPU `local` crashed)."""
+    from dnn.workflow import distributed
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert distributed.gpu_per_rank(1) and not distributed.gpu_per_rank(2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not distributed.gpu_per_rank(1)

@@ -27,14 +27,21 @@ def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def gpu_per_rank(local_world):
+    """True when each of this node's `local_world` processes can have a GPU of its own (then nccl on CUDA); with
+    fewer GPUs than processes every rank trains on the CPU with gloo, the same choice on every rank."""
+    return torch.cuda.is_available() and local_world <= torch.cuda.device_count()
+
+
 def init_distributed():
-    """Join the process group torchrun describes in the environment (gloo on CPU, nccl on GPU), or run alone."""
+    """Join the process group torchrun describes in the environment (nccl when every local rank has a GPU, else gloo
+    on CPU), or run alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext(device=default_device())
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if gpu_per_rank(int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))):
         torch.cuda.set_device(local)
         device, backend = f"cuda:{local}", "nccl"
     else:
