@@ -26,7 +26,7 @@ def run(tmp_path, name, digits, **kw):
 
 
 def weights(summary):
-    return {k: v.clone() for k, v in summary["model_object"].state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in summary["model_object"].state_dict().items()}  # CUDA too
 
 
 def test_a_seeded_cpu_run_is_reproducible(tmp_path, digits):
@@ -114,7 +114,7 @@ def test_each_step_moves_adder_weights_by_lr_eta_sqrt_numel(tmp_path, digits):
     w0 = build_model(cfg.model).conv2.weight.detach().clone()
     w1 = run(tmp_path, "one", digits, **{k: getattr(cfg, k) for k in ("train_limit", "momentum", "weight_decay",
                                                                           "lr", "eta", "augment")})
-    w1 = w1["model_object"].conv2.weight.detach()
+    w1 = w1["model_object"].conv2.weight.detach().cpu()
     expected = 0.05 * 0.2 * math.sqrt(w0.numel())
     assert (w1 - w0).norm().item() == pytest.approx(expected, rel=1e-4)
 
@@ -199,7 +199,7 @@ def test_adam_steps_every_weight_by_about_lr_without_the_adaptive_scaling(tmp_pa
     torch.manual_seed(0)
     w0 = build_model("mnist-addernet").conv2.weight.detach().clone()
     w1 = run(tmp_path, "adam", digits, train_limit=16, optimizer="adam", lr=0.01, weight_decay=0.0, augment=False)
-    step = (w1["model_object"].conv2.weight.detach() - w0).abs()
+    step = (w1["model_object"].conv2.weight.detach().cpu() - w0).abs()
     assert step.max().item() == pytest.approx(0.01, rel=1e-3)
     assert (step > 0.009).float().mean().item() > 0.9
     with pytest.raises(AxnetError, match="--optimizer 'lbfgs'"):
