@@ -70,11 +70,15 @@ def test_eval_mult_through_a_lut_and_an_accumulator(cnn_checkpoint, circuits, tm
     assert "trunc" in json.loads(r.stdout)[1]["arith"]
 
 
-@pytest.mark.parametrize("case", ["adder", "addernet", "missing", "bad spec"])
+@pytest.mark.parametrize("case", ["adder", "adder lut", "addernet", "missing", "bad spec"])
 def test_eval_mult_bad_input_is_one_line_exit_2(cnn_checkpoint, circuits, tmp_path, case):
     checkpoint, spec, needle = cnn_checkpoint, f"circuit:{circuits['mul6']}", None
     if case == "adder":
         spec, needle = f"circuit:{circuits['add8']}", "add8.blif"
+    elif case == "adder lut":  # a table of sums would run in a multiplier layer and quietly add instead of multiply
+        lut = tmp_path / "add8.npz"
+        assert CliRunner().invoke(main, ["simulate", str(circuits["add8"]), "-o", str(lut)]).exit_code == 0
+        spec, needle = f"lut:{lut}", "add8.npz"
     elif case == "missing":
         spec, needle = f"circuit:{tmp_path / 'none.blif'}", "none.blif"
     elif case == "bad spec":

@@ -41,6 +41,7 @@ class LutMultiplier:
         self.source = source
         self.lut = lut
         self.mode = check_mode(lut, mode, source)
+        check_is_product(lut, source)
         self.grad = check_grad_option(grad)
         self.half_window = half_window
         if weights not in ("tensor", "channel"):
@@ -115,6 +116,20 @@ def check_mode(lut, mode, source):
             raise AxnetError(f"operand '{name}' of LUT '{lut.circuit}' is {width} bits wide; {mode} multiplier "
                              f"layers take {2 if mode == 'signed' else 1} to {MAX_OPERAND_BITS} bits", path=source)
     return mode
+
+
+def check_is_product(lut, source):
+    """Refuse a table of sums, which would run in a multiplier layer and quietly add instead of multiply: the LUT
+    file records an add/sub reference, or its recorded outputs are an adder's n + 1 bits (as the netlist path)."""
+    from lutgen.reference import lut_reference
+    (_, wa), (_, wb) = lut.operands
+    outs = len(lut.outputs or [])
+    recorded = lut_reference(lut)
+    if recorded in ("add", "sub") or (recorded is None and 0 < outs <= max(wa, wb) + 1):
+        why = (f"its file records the reference '{recorded}'" if recorded
+               else f"{outs} outputs for {wa}x{wb}-bit operands")
+        raise AxnetError(f"LUT '{lut.circuit}' holds an adder's results, not products ({why}; a multiplier has "
+                         f"{wa + wb}); use it in an adder layer: --arith lut:FILE", path=source)
 
 
 def check_grad_option(grad):
