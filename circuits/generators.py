@@ -1,4 +1,4 @@
-"""Netlist generators for exact and approximate adders and an exact array multiplier.
+"""Netlist generators for exact and approximate adders and exact unsigned and signed array multipliers.
 
 Every adder has inputs `a[0..w-1]`, `b[0..w-1]` (then `cin` when it has a carry-in) and outputs `s[0..w]`, where
 `s[w]` is the carry out, so `evaluate_int(A + (B << w))` is the (approximate) sum A + B. The multiplier has inputs
@@ -301,3 +301,52 @@ def array_multiplier(width_a, width_b, name=None):
     while len(acc) < total:
         acc.append(builder.const0())
     return builder.netlist(name or f"mul{width_a}x{width_b}", [(f"p[{k}]", acc[k]) for k in range(total)])
+
+
+def signed_array_multiplier(width_a, width_b, name=None):
+    """Exact two's-complement array multiplier (Baugh-Wooley): the same inputs and outputs as `array_multiplier`,
+    with A, B and P = A * B read as signed.
+
+    A*B = a_{n-1}b_{m-1}2^{n+m-2} + sum a_j b_i 2^{i+j} (j < n-1, i < m-1) minus the sign rows; each minus x*2^k
+    becomes NOT(x)*2^k - 2^k, so the rows mixing one sign bit with the other operand's magnitude bits are NANDs and
+    all the -2^k fold into one constant, 2^{n+m-1} + 2^{n-1} + 2^{m-1} modulo 2^{n+m}, added as a row of 1s.
+    """
+    _check_width(width_a, "width_a")
+    _check_width(width_b, "width_b")
+    if min(width_a, width_b) < 2:
+        raise AxnetError(f"a signed multiplier needs operands of at least 2 bits (a sign and a magnitude bit), "
+                         f"not {width_a}x{width_b}")
+    n, m = width_a, width_b
+    total = n + m
+    builder = _Builder([f"a[{j}]" for j in range(n)] + [f"b[{i}]" for i in range(m)])
+    rows = []
+    for i in range(m):
+        row = {}
+        for j in range(n):
+            plain = (j < n - 1 and i < m - 1) or (j == n - 1 and i == m - 1)
+            row[i + j] = builder.gate(f"pp{i}_{j}", (f"a[{j}]", f"b[{i}]"), AND2 if plain else ("0-", "-0"))
+        rows.append(row)
+    constant = ((1 << (total - 1)) + (1 << (n - 1)) + (1 << (m - 1))) % (1 << total)
+    one = builder.gate("const1", (), ("",))
+    rows.append({k: one for k in range(total) if (constant >> k) & 1})
+    acc = {}
+    for r, row in enumerate(rows):
+        acc = _add_columns(builder, acc, row, total, f"r{r}_")
+    return builder.netlist(name or f"smul{n}x{m}",
+                           [(f"p[{k}]", acc.get(k) or builder.const0()) for k in range(total)])
+
+
+def _add_columns(builder, acc, row, total, tag):
+    """acc + row modulo 2^total with half and full adders; both map a column to its net, a missing column is 0."""
+    out, carry = {}, None
+    for k in range(total):
+        bits = [net for net in (acc.get(k), row.get(k), carry) if net is not None]
+        carry = None
+        if len(bits) == 1:
+            out[k] = bits[0]
+        elif len(bits) == 2:
+            out[k], carry = builder.half_adder(*bits, f"{tag}s{k}", f"{tag}c{k + 1}")
+        elif len(bits) == 3:
+            out[k], carry = builder.full_adder(*bits, f"{tag}s{k}", f"{tag}c{k + 1}")
+    return out
+

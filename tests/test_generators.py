@@ -6,8 +6,8 @@ import pytest
 from circuits import library
 from circuits.blif import read_blif, write_blif
 from circuits.errors import AxnetError
-from circuits.generators import (array_multiplier, eta1_adder, loa_adder, ripple_carry_adder, subtractor,
-                                 truncated_adder)
+from circuits.generators import (array_multiplier, eta1_adder, loa_adder, ripple_carry_adder,
+                                 signed_array_multiplier, subtractor, truncated_adder)
 from circuits.truthtable import truth_table
 
 # Cell tables from REFERENCE.md section 6 (rows A B Cin = 000..111, entries sum then carry), typed in by hand.
@@ -213,3 +213,20 @@ def test_bad_parameters_are_axnet_errors(call, message):
 def test_an_unknown_cell_is_refused_even_with_no_approximate_bits():
     with pytest.raises(AxnetError, match="nosuch"):
         ripple_carry_adder(8, cell="nosuch", approx_bits=0)
+
+
+@pytest.mark.parametrize("wa, wb", [(2, 2), (3, 5), (5, 3), (4, 4), (2, 7)])
+def test_signed_array_multiplier_is_the_twos_complement_product(wa, wb):
+    def signed(value, bits):
+        return value - (1 << bits) if value >> (bits - 1) else value
+    net = signed_array_multiplier(wa, wb)
+    assert net.inputs == [f"a[{j}]" for j in range(wa)] + [f"b[{i}]" for i in range(wb)]
+    assert net.outputs == [f"p[{k}]" for k in range(wa + wb)]
+    for a in range(1 << wa):
+        for b in range(1 << wb):
+            assert signed(net.evaluate_int(a + (b << wa)), wa + wb) == signed(a, wa) * signed(b, wb), (a, b)
+
+
+def test_signed_array_multiplier_needs_a_magnitude_bit():
+    with pytest.raises(AxnetError, match="at least 2 bits"):
+        signed_array_multiplier(1, 4)

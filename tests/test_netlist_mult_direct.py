@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from circuits.errors import AxnetError
-from circuits.generators import array_multiplier
+from circuits.generators import array_multiplier, signed_array_multiplier
 from circuits.netlist import Netlist, Node
 from dnn import ApproxConv2d, ApproxLinear
 from dnn.arith.accumulate import Accumulator
@@ -17,9 +17,10 @@ from dnn.kernels.mult_ops import padded_patches
 needs_native = pytest.mark.skipif(not netlist_native.enabled(), reason="no C compiler or AXNET_NATIVE=0")
 
 
-def truncated_multiplier(wa, wb, cut=3):
-    """An array multiplier whose `cut` lowest product bits are 0 and whose next bit is an OR of two inputs."""
-    net = array_multiplier(wa, wb)
+def truncated_multiplier(wa, wb, cut=3, signed=False):
+    """An array multiplier (two's complement when `signed`) whose `cut` lowest product bits are 0 and whose next bit
+    is an OR of two inputs."""
+    net = (signed_array_multiplier if signed else array_multiplier)(wa, wb)
     nodes, outputs = dict(net.nodes), list(net.outputs)
     nodes["zero"] = Node("zero", (), (), 1)
     nodes["orbit"] = Node("orbit", ("a[0]", "b[1]"), ("1-", "-1"), 1)
@@ -55,7 +56,8 @@ WIDTHS = [(2, 3), (4, 4), (5, 4), (8, 6), (12, 12), (17, 3)]
 @pytest.mark.parametrize("widths", WIDTHS)
 @pytest.mark.parametrize("mode", ["unsigned", "signed"])
 def test_kernel_sums_equal_unfold_and_torch_reference(widths, mode):
-    net = truncated_multiplier(*widths, cut=1) if widths == (8, 6) else array_multiplier(*widths)
+    net = (truncated_multiplier(*widths, cut=1, signed=mode == "signed") if widths == (8, 6)
+           else multiplier(*widths, mode))
     mult = NetlistMultiplier(net, mode=mode)
     (lo0, hi0), (lo1, hi1) = mult.qrange(0), mult.qrange(1)
     g = torch.Generator().manual_seed(sum(widths))
@@ -86,8 +88,14 @@ LAYERS = [  # (groups, stride, padding, dilation, batch, H, W)
     (1, 1, 1, 1, 3, 9, 7), (2, 1, 1, 1, 1, 8, 8), (1, 2, 0, 1, 3, 11, 6), (2, 1, 2, 2, 1, 7, 10),
     (1, 1, 2, 1, 1, 5, 12), (2, 2, 1, 2, 3, 12, 9),
 ]
-CIRCUITS = {"4x4": lambda: array_multiplier(4, 4), "8x6": lambda: array_multiplier(8, 6),
-            "12x12": lambda: array_multiplier(12, 12), "trunc10x7": lambda: truncated_multiplier(10, 7)}
+def multiplier(wa, wb, mode):
+    """The exact array multiplier for the layer's mode (a signed layer needs a two's-complement circuit)."""
+    return (signed_array_multiplier if mode == "signed" else array_multiplier)(wa, wb)
+
+
+CIRCUITS = {"4x4": lambda mode: multiplier(4, 4, mode), "8x6": lambda mode: multiplier(8, 6, mode),
+            "12x12": lambda mode: multiplier(12, 12, mode),
+            "trunc10x7": lambda mode: truncated_multiplier(10, 7, signed=mode == "signed")}
 
 
 @needs_native
@@ -95,7 +103,7 @@ CIRCUITS = {"4x4": lambda: array_multiplier(4, 4), "8x6": lambda: array_multipli
 @pytest.mark.parametrize("mode", ["unsigned", "signed"])
 @pytest.mark.parametrize("weights", ["tensor", "channel"])
 def test_layer_output_equals_unfolded_path(circuit, mode, weights):
-    net = CIRCUITS[circuit]()
+    net = CIRCUITS[circuit](mode)
     for i, (groups, stride, padding, dilation, batch, h, w) in enumerate(LAYERS):
         layer = make_layer(net, mode, weights, groups, stride, padding, dilation, seed=i)
         x = torch.randn(batch, 4, h, w, dtype=torch.float64) + (0.5 if mode == "unsigned" else 0.0)
@@ -110,9 +118,8 @@ def test_layer_output_equals_unfolded_path(circuit, mode, weights):
 
 @needs_native
 def test_16x16_multiplier_on_a_tiny_layer():
-    net = array_multiplier(16, 16)
     for mode in ("unsigned", "signed"):
-        layer = make_layer(net, mode, "channel", groups=2, cin=2, cout=2)
+        layer = make_layer(multiplier(16, 16, mode), mode, "channel", groups=2, cin=2, cout=2)
         x = torch.randn(2, 2, 5, 4, dtype=torch.float64)
         assert torch.equal(layer(x), unfolded_layer(layer, x))
 
@@ -131,8 +138,8 @@ def test_layer_sums_equal_torch_reference_of_the_circuit():
 
 @pytest.mark.parametrize("mode", ["unsigned", "signed"])
 def test_native_code_off_gives_the_same_values(monkeypatch, mode):
-    layer = make_layer(array_multiplier(12, 12), mode, "channel", groups=2, stride=2, padding=2)
-    lin = ApproxLinear(12, 5, mult=NetlistMultiplier(array_multiplier(12, 12), mode=mode)).double()
+    layer = make_layer(multiplier(12, 12, mode), mode, "channel", groups=2, stride=2, padding=2)
+    lin = ApproxLinear(12, 5, mult=NetlistMultiplier(multiplier(12, 12, mode), mode=mode)).double()
     x = torch.randn(3, 4, 11, 9, dtype=torch.float64)
     xl = torch.randn(7, 12, dtype=torch.float64)
     y, yl = layer(x), lin(xl)
@@ -147,7 +154,8 @@ def test_native_code_off_gives_the_same_values(monkeypatch, mode):
 @needs_native
 @pytest.mark.parametrize("mode", ["unsigned", "signed"])
 def test_straight_through_gradients_match_the_unfolded_path(mode):
-    layer = make_layer(truncated_multiplier(12, 12), mode, "channel", groups=2, stride=2, padding=1)
+    layer = make_layer(truncated_multiplier(12, 12, signed=mode == "signed"), mode, "channel", groups=2, stride=2,
+                       padding=1)
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
     layer(x).square().sum().backward()
     gx, gw = x.grad.clone(), layer.weight.grad.clone()

@@ -5,18 +5,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuits.generators import array_multiplier, loa_adder
+from circuits.generators import array_multiplier, loa_adder, signed_array_multiplier
 from circuits.netlist import Netlist, Node
 from dnn import ApproxConv2d, ApproxLinear, LutMultiplier, parse_mult
 from dnn.arith.netlist_multiplier import NetlistMultiplier, product_sums_torch
-from dnn.kernels import netlist_native
+from dnn.kernels import netlist_native, netlist_torch
 from lutgen.lut import build_lut
 from circuits.errors import AxnetError
 
 
-def approximate_multiplier(wa, wb):
-    """An array multiplier whose lowest product bit is stuck at 1 and bit 1 is an OR: not a plain product."""
-    net = array_multiplier(wa, wb)
+def approximate_multiplier(wa, wb, signed=False):
+    """An array multiplier (two's complement when `signed`) whose lowest product bit is stuck at 1 and bit 1 is an
+    OR: not a plain product."""
+    net = (signed_array_multiplier if signed else array_multiplier)(wa, wb)
     nodes = dict(net.nodes)
     outputs = list(net.outputs)
     nodes["stuck"] = Node("stuck", (), ("",), 1)
@@ -46,7 +47,7 @@ def slow_sums(net, qx, qw, widths, signed):
 @settings(max_examples=6, deadline=None)
 @given(wa=st.integers(2, 13), wb=st.integers(2, 13), signed=st.booleans(), seed=st.integers(0, 1000))
 def test_product_sums_match_evaluate_int(wa, wb, signed, seed):
-    net = approximate_multiplier(wa, wb)
+    net = approximate_multiplier(wa, wb, signed)
     mult = NetlistMultiplier(net, mode="signed" if signed else "unsigned")
     g = torch.Generator().manual_seed(seed)
     (lo0, hi0), (lo1, hi1) = mult.qrange(0), mult.qrange(1)
@@ -68,7 +69,7 @@ def test_wide_exact_multiplier_gives_the_exact_product_on_many_rows():
 
 @pytest.mark.parametrize("mode", ["unsigned", "signed"])
 def test_layers_equal_lut_multiplier_of_the_same_circuit(mode):
-    net = approximate_multiplier(6, 6)
+    net = approximate_multiplier(6, 6, mode == "signed")
     lut = LutMultiplier(build_lut(net, signed=mode == "signed"))
     torch.manual_seed(0)
     conv_lut = ApproxConv2d(3, 4, 3, padding=1, mult=lut)
@@ -90,9 +91,19 @@ def test_layers_equal_lut_multiplier_of_the_same_circuit(mode):
 def test_parse_mult_circuit_and_bad_circuits(tmp_path):
     from circuits.blif import write_blif
     path = tmp_path / "m12.blif"
-    write_blif(array_multiplier(12, 12), path)
+    write_blif(signed_array_multiplier(12, 12), path)  # read back through BLIF: its constant-1 row survives
     mult = parse_mult(f"circuit:{path}:mode=signed")
     assert isinstance(mult, NetlistMultiplier) and mult.mode == "signed" and mult.widths == [12, 12]
+    a, b = torch.tensor([-2048, -1, 5, 2047]), torch.tensor([-2048, 7, -3, 2047])
+    p = netlist_torch.evaluate_lanes(mult.program, [a & 4095, b & 4095], [12, 12])
+    assert torch.equal(torch.where(p >= 1 << 23, p - (1 << 24), p), a * b)
+    # the wrong mode for the circuit runs but gives wrong products: one line saying which mode fits
+    with pytest.raises(AxnetError, match="m12.blif: read in unsigned mode .* use mode=signed"):
+        parse_mult(f"circuit:{path}")
+    unsigned = tmp_path / "u12.blif"
+    write_blif(array_multiplier(12, 12), unsigned)
+    with pytest.raises(AxnetError, match="u12.blif: read in signed mode .* it is an unsigned multiplier"):
+        parse_mult(f"circuit:{unsigned}:mode=signed")
     adder = tmp_path / "add.blif"
     write_blif(loa_adder(8, 2), adder)
     with pytest.raises(AxnetError, match="an adder's result, not a product"):

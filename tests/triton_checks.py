@@ -435,18 +435,18 @@ def check_netlist_adder_layer():
 def check_netlist_multiplier_layer():
     """The generated multiplier-layer kernel (unsigned and signed, a plain array multiplier and one with its low
     product bits cut) against NetlistMultiplier's torch path, and the back-end's dispatch to it."""
-    from circuits.generators import array_multiplier
+    from circuits.generators import array_multiplier, signed_array_multiplier
     from circuits.netlist import Netlist
     from dnn.arith.netlist_multiplier import NetlistMultiplier, product_sums_torch
     from dnn.kernels import netlist_native
     from dnn.kernels.triton import netlist
     gen = _gen(14)
-    exact = array_multiplier(5, 4)
-    cut = Netlist(exact.name + "_cut", exact.inputs, exact.outputs, dict(exact.nodes), exact.source)
-    for name in exact.outputs[:2]:  # the two low product bits tied to 0: an approximate multiplier
-        cut.nodes[name] = type(cut.nodes[name])(name, (), (), 1)
-    for circuit in (exact, cut):
-        for mode in ("unsigned", "signed"):
+    for mode in ("unsigned", "signed"):
+        exact = (signed_array_multiplier if mode == "signed" else array_multiplier)(5, 4)
+        cut = Netlist(exact.name + "_cut", exact.inputs, exact.outputs, dict(exact.nodes), exact.source)
+        for name in exact.outputs[:2]:  # the two low product bits tied to 0: an approximate multiplier
+            cut.nodes[name] = type(cut.nodes[name])(name, (), (), 1)
+        for circuit in (exact, cut):
             mult = NetlistMultiplier(circuit, mode=mode)
             lo, hi = mult.qrange(0)
             qx = torch.randint(lo, hi + 1, (45, 6), generator=gen).float()

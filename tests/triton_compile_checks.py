@@ -87,7 +87,7 @@ def check_mult_kernels():
 
 
 def check_generated_netlist_kernels():
-    from circuits.generators import array_multiplier, ripple_carry_adder
+    from circuits.generators import ripple_carry_adder, signed_array_multiplier
     from dnn.arith.netlist_adder import NetlistAdder
     from dnn.arith.netlist_multiplier import NetlistMultiplier
     from dnn.kernels.triton import netlist
@@ -101,7 +101,7 @@ def check_generated_netlist_kernels():
     module = netlist.load_module(netlist.adder_kernel_source(wide, 32), "adder")
     yield _compile(module.adder_sums, dict(x_ptr="i32", w_ptr="i32", y_ptr="i64"), GEOMETRY,
                    dict(KH=3, KW=3, BP=netlist.ADDER_BLOCK_P, BO=netlist.ADDER_BLOCK_O))
-    product = NetlistMultiplier(array_multiplier(8, 8), mode="signed").program
+    product = NetlistMultiplier(signed_array_multiplier(8, 8), mode="signed").program
     module = netlist.load_module(netlist.mult_kernel_source(product, [8, 8], True), "mult")
     yield _compile(module.product_sums, dict(x_ptr="i64", w_ptr="i64", y_ptr="i64"), dict(M="i32", K="i32", O="i32"),
                    dict(BM=netlist.ADDER_BLOCK_P, BO=netlist.ADDER_BLOCK_O))
