@@ -42,6 +42,7 @@ class LutMultiplier:
         self.lut = lut
         self.mode = check_mode(lut, mode, source)
         check_is_product(lut, source)
+        _check_lut_reading(lut, self.mode, source)
         self.grad = check_grad_option(grad)
         self.half_window = half_window
         if weights not in ("tensor", "channel"):
@@ -130,6 +131,43 @@ def check_is_product(lut, source):
                else f"{outs} outputs for {wa}x{wb}-bit operands")
         raise AxnetError(f"LUT '{lut.circuit}' holds an adder's results, not products ({why}; a multiplier has "
                          f"{wa + wb}); use it in an adder layer: --arith lut:FILE", path=source)
+
+
+def check_product_reading(a, b, p, widths, out_bits, mode, where):
+    """Refuse `mode` when its reading of sampled products (int64 patterns: operands a, b and product p) is far from
+    a*b (mean error over half of |a*b|) while the other mode's is within a quarter of that: a multiplier of the
+    other signedness runs, but gives the layer wrong products."""
+    (wa, wb) = widths
+
+    def relative_error(signed):
+        x, y, q = (as_signed(a, wa), as_signed(b, wb), as_signed(p, out_bits)) if signed else (a, b, p)
+        exact = x.double() * y.double()
+        return float((q.double() - exact).abs().mean() / exact.abs().mean().clamp(min=1.0))
+    mine, other = relative_error(mode == "signed"), relative_error(mode != "signed")
+    if mine > 0.5 and other < mine / 4:
+        switch = "unsigned" if mode == "signed" else "signed"
+        raise AxnetError(f"read in {mode} mode the products are far from a*b (mean error {mine:.0%} of |a*b|), read "
+                         f"{switch} they are close ({other:.1%}): it is {'an' if switch == 'unsigned' else 'a'} "
+                         f"{switch} multiplier; use mode={switch}", path=where)
+
+
+def as_signed(patterns, bits):
+    """n-bit patterns (int64 tensor) read as two's complement."""
+    return torch.where(patterns >= (1 << (bits - 1)), patterns - (1 << bits), patterns)
+
+
+def _check_lut_reading(lut, mode, source, samples=256):
+    """check_product_reading on sampled entries of a LUT that records its output count (a table of the other
+    signedness, say an unsigned multiplier simulated with --signed)."""
+    outs = len(lut.outputs or [])
+    if not 0 < outs <= 62:
+        return
+    wa, wb = (int(w) for _, w in lut.operands)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 1 << wa, (samples,), generator=gen)
+    b = torch.randint(0, 1 << wb, (samples,), generator=gen)
+    p = torch.as_tensor(np.asarray(lut.table, dtype=np.int64))[a, b] & ((1 << outs) - 1)
+    check_product_reading(a, b, p, (wa, wb), outs, mode, source)
 
 
 def check_grad_option(grad):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from circuits.errors import AxnetError
+from dnn.arith.lut_multiplier import check_product_reading
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
 from dnn.kernels import triton as triton_kernels
@@ -73,24 +74,13 @@ class NetlistMultiplier:
         return 0, (1 << n) - 1
 
     def _check_reading(self, samples=256):
-        """Refuse a mode whose reading of the products is far from a*b when the other mode's is close: an unsigned
-        multiplier in signed mode (or a signed one in unsigned mode) runs, but gives the layer wrong products."""
+        """Refuse a mode that reads sampled products far from a*b when the other mode reads them close."""
         gen = torch.Generator().manual_seed(0)
-        (wa, wb), bits = self.widths, self.out_bits
+        wa, wb = self.widths
         a = torch.randint(0, 1 << wa, (samples,), generator=gen)
         b = torch.randint(0, 1 << wb, (samples,), generator=gen)
         p = netlist_torch.evaluate_lanes(self.program, [a, b], [wa, wb])
-
-        def relative_error(signed):
-            x, y, q = (_as_signed(a, wa), _as_signed(b, wb), _as_signed(p, bits)) if signed else (a, b, p)
-            exact = x.double() * y.double()
-            return float((q.double() - exact).abs().mean() / exact.abs().mean().clamp(min=1.0))
-        mine, other = relative_error(self.mode == "signed"), relative_error(self.mode != "signed")
-        if mine > 0.5 and other < mine / 4:
-            switch = "unsigned" if self.mode == "signed" else "signed"
-            raise AxnetError(f"read in {self.mode} mode the circuit's products are far from a*b (mean error "
-                             f"{mine:.0%} of |a*b|), read {switch} they are close ({other:.1%}): it is "
-                             f"{'an' if switch == 'unsigned' else 'a'} {switch} multiplier; use mode={switch}", path=self.source.label)
+        check_product_reading(a, b, p, (wa, wb), self.out_bits, self.mode, self.source.label)
 
     def product_range(self):
         """Smallest and largest value a product word can take as read (not the circuit's actual range)."""
@@ -173,9 +163,4 @@ def product_sums_torch(program, qx, qw, widths, out_bits, signed, chunk=1 << 22)
             words = torch.where(words >= (1 << (out_bits - 1)), words - (1 << out_bits), words)
         out[:, o0:o0 + o_step] = words.sum(1).t()
     return out
-
-
-def _as_signed(patterns, bits):
-    """n-bit patterns (int64) read as two's complement."""
-    return torch.where(patterns >= (1 << (bits - 1)), patterns - (1 << bits), patterns)
 
