@@ -114,9 +114,10 @@ def test_parse_mult_circuit_and_bad_circuits(tmp_path):
 
 def test_a_lut_read_in_the_wrong_mode_is_refused():
     """A table of an unsigned multiplier simulated with --signed (or the reverse) would give wrong products."""
-    with pytest.raises(AxnetError, match="read in signed mode .* it is an unsigned multiplier; use mode=unsigned"):
+    with pytest.raises(AxnetError, match="read in signed mode .* it is an unsigned multiplier; make the table "
+                                         "again without `axnet simulate --signed`"):
         LutMultiplier(build_lut(array_multiplier(6, 6), signed=True))
-    with pytest.raises(AxnetError, match="read in unsigned mode .* use mode=signed"):
+    with pytest.raises(AxnetError, match="read in unsigned mode .* with `axnet simulate --signed`"):
         LutMultiplier(build_lut(signed_array_multiplier(6, 6)))
     assert LutMultiplier(build_lut(signed_array_multiplier(6, 6), signed=True)).mode == "signed"
     assert LutMultiplier(build_lut(approximate_multiplier(6, 6))).mode == "unsigned"

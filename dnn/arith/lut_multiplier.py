@@ -133,10 +133,10 @@ def check_is_product(lut, source):
                          f"{wa + wb}); use it in an adder layer: --arith lut:FILE", path=source)
 
 
-def check_product_reading(a, b, p, widths, out_bits, mode, where):
+def check_product_reading(a, b, p, widths, out_bits, mode, where, fix=None):
     """Refuse `mode` when its reading of sampled products (int64 patterns: operands a, b and product p) is far from
     a*b (mean error over half of |a*b|) while the other mode's is within a quarter of that: a multiplier of the
-    other signedness runs, but gives the layer wrong products."""
+    other signedness runs, but gives the layer wrong products. `fix`: what to do instead (default: the other mode)."""
     (wa, wb) = widths
 
     def relative_error(signed):
@@ -148,7 +148,7 @@ def check_product_reading(a, b, p, widths, out_bits, mode, where):
         switch = "unsigned" if mode == "signed" else "signed"
         raise AxnetError(f"read in {mode} mode the products are far from a*b (mean error {mine:.0%} of |a*b|), read "
                          f"{switch} they are close ({other:.1%}): it is {'an' if switch == 'unsigned' else 'a'} "
-                         f"{switch} multiplier; use mode={switch}", path=where)
+                         f"{switch} multiplier; {fix or f'use mode={switch}'}", path=where)
 
 
 def as_signed(patterns, bits):
@@ -167,7 +167,8 @@ def _check_lut_reading(lut, mode, source, samples=256):
     a = torch.randint(0, 1 << wa, (samples,), generator=gen)
     b = torch.randint(0, 1 << wb, (samples,), generator=gen)
     p = torch.as_tensor(np.asarray(lut.table, dtype=np.int64))[a, b] & ((1 << outs) - 1)
-    check_product_reading(a, b, p, (wa, wb), outs, mode, source)
+    check_product_reading(a, b, p, (wa, wb), outs, mode, source,
+                          f"make the table again {'without' if lut.signed else 'with'} `axnet simulate --signed`")
 
 
 def check_grad_option(grad):
