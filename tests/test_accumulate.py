@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from circuits.blif import write_blif
 from circuits.errors import AxnetError
-from circuits.generators import loa_adder, ripple_carry_adder, array_multiplier
+from circuits.generators import array_multiplier, loa_adder, ripple_carry_adder, signed_array_multiplier
 from dnn import (Accumulator, Adder2d, AdderLinear, ApproxConv2d, ApproxLinear, CellAdder, ExactInt, LutMultiplier,
                  NetlistAdder, parse_accum, set_accum)
 from dnn.kernels import accum_native
@@ -121,7 +121,7 @@ def test_every_adder_back_end_gives_its_terms(backend):
 
 def mult_luts():
     unsigned = LutMultiplier(build_lut(array_multiplier(4, 3)))
-    signed = LutMultiplier(build_lut(array_multiplier(4, 4), signed=True))
+    signed = LutMultiplier(build_lut(signed_array_multiplier(4, 4), signed=True))
     return [unsigned, signed]
 
 
