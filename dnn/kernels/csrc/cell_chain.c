@@ -139,6 +139,18 @@ static inline __attribute__((always_inline)) void chain_tap(const uint32_t *w, c
     }
 }
 
+/* Flush the filter block's sums and write `count` pixels from `start` of each plane (n, filter) of out (N, O, P). */
+static inline void chain_store(vq16 total[CHAIN_FB][CHAIN_NQ], vu16 lo[CHAIN_FB][CHAIN_NQ],
+                               vu16 hi[CHAIN_FB][CHAIN_NQ], double *out, int n, int ob, int O, long P, long start,
+                               long count, int shift) {
+    if (count > 16 * CHAIN_NQ) count = 16 * CHAIN_NQ;
+    for (int f = 0; f < CHAIN_FB && ob * CHAIN_FB + f < O; f++) {
+        double *dst = out + ((long)n * O + ob * CHAIN_FB + f) * P + start;
+        for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
+        for (long l = 0; l < count; l++) dst[l] = (double)(total[f][l / 16][l % 16] >> shift);
+    }
+}
+
 /* One output row (n, oh) for filters ob * CHAIN_FB ..: passes of 16 * CHAIN_NQ consecutive pixels, plain loads. */
 static inline __attribute__((always_inline)) void chain_rows(const uint32_t *bp, const uint32_t *wt, double *out,
                                                              int n, int oh, int ob, int C, int Hp, int Wp, int O,
@@ -164,12 +176,7 @@ static inline __attribute__((always_inline)) void chain_rows(const uint32_t *bp,
                     chain_tap(w, b, lo, hi, total, &left, DCONST, SUM);
                 }
             }
-        for (int f = 0; f < CHAIN_FB && ob * CHAIN_FB + f < O; f++) {
-            double *dst = out + (((long)n * O + ob * CHAIN_FB + f) * Ho + oh) * Wo + ow0;
-            for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
-            for (int l = 0; l < 16 * CHAIN_NQ && ow0 + l < Wo; l++)
-                dst[l] = (double)(total[f][l / 16][l % 16] >> shift);
-        }
+        chain_store(total, lo, hi, out, n, ob, O, (long)Ho * Wo, (long)oh * Wo + ow0, Wo - ow0, shift);
     }
 }
 
@@ -195,11 +202,7 @@ static inline __attribute__((always_inline)) void chain_flat(const uint32_t *bp,
                 chain_tap(w, b, lo, hi, total, &left, DCONST, SUM);
             }
         }
-    for (int f = 0; f < CHAIN_FB && ob * CHAIN_FB + f < O; f++) {
-        double *dst = out + ((long)n * O + ob * CHAIN_FB + f) * P + p0;
-        for (int u = 0; u < CHAIN_NQ; u++) flush(&total[f][u], &lo[f][u], &hi[f][u]);
-        for (int l = 0; l < 16 * CHAIN_NQ && p0 + l < P; l++) dst[l] = (double)(total[f][l / 16][l % 16] >> shift);
-    }
+    chain_store(total, lo, hi, out, n, ob, O, P, p0, P - p0, shift);
 }
 
 /* out[n,o,oh,ow] = sum over the patch of |d|, d = the width-bit chain sum of a = w and b = -x read as signed.
