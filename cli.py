@@ -467,12 +467,13 @@ def train_cmd(ctx, model_name, data_spec, epochs, out_dir, optimizer, batch_size
 def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, mult_texts, accum_text, as_json):
     """Test accuracy of a checkpoint under float, quantized exact, LUT, cell-adder or netlist arithmetic, and of a
     CNN checkpoint under approximate multipliers (--mult)."""
-    from dnn.workflow import eval_checkpoint
+    from dnn.workflow.evaluate import eval_checkpoint, load_for_eval
 
-    results = [eval_checkpoint(checkpoint, a, data_spec, test_limit=limit_test,
-                               accum_text=accum_text if a != "float" else None) for a in arith_texts]
-    results += [eval_checkpoint(checkpoint, "float", data_spec, test_limit=limit_test, accum_text=accum_text,
-                                mult_text=m) for m in mult_texts]
+    loaded = load_for_eval(checkpoint, data_spec, limit_test)
+    results = [eval_checkpoint(checkpoint, a, accum_text=accum_text if a != "float" else None, loaded=loaded)
+               for a in arith_texts]
+    results += [eval_checkpoint(checkpoint, "float", accum_text=accum_text, mult_text=m, loaded=loaded)
+                for m in mult_texts]
     if as_json:
         echo_json(results if len(results) > 1 else results[0])
         return

@@ -38,18 +38,24 @@ def accuracy_under(model, arith, data, device, show=False, desc="eval", accum=No
     return evaluate(model, data.test_x, data.test_y, device=device, show=show, desc=desc)[1]
 
 
+def load_for_eval(ckpt_path, data_spec=None, test_limit=0):
+    """(checkpoint, data set) that `eval_checkpoint` evaluates: loaded once for all the rows of one command."""
+    ckpt = load_checkpoint(ckpt_path)
+    return ckpt, data_for_checkpoint(ckpt, data_spec, test_limit)
+
+
 def eval_checkpoint(ckpt_path, arith_text="float", data_spec=None, test_limit=0, show=True, accum_text=None,
-                    mult_text=None):
+                    mult_text=None, loaded=None):
     """Accuracy of a checkpoint under one arithmetic (and accumulator `accum_text`): a dict for the CLI table or
     --json. With `mult_text` (a `parse_mult` spec) the model's convolution and linear layers, first and last kept
-    exact, compute with that multiplier instead (`prepare_mult`), its adder layers in float."""
+    exact, compute with that multiplier instead (`prepare_mult`), its adder layers in float. `loaded`: the
+    (checkpoint, data) of `load_for_eval`, so that several rows read the files once."""
     from dnn.arith.accumulate import parse_accum
     from dnn.arith.spec import parse_mult
-    ckpt = load_checkpoint(ckpt_path)
     arith = parse_arith_text(arith_text)
     mult = parse_mult(mult_text) if mult_text is not None else None
     accum = parse_accum(accum_text) if accum_text else None
-    data = data_for_checkpoint(ckpt, data_spec, test_limit)
+    ckpt, data = loaded or load_for_eval(ckpt_path, data_spec, test_limit)
     device = default_device()
     model = model_from_checkpoint(ckpt)
     t0 = time.perf_counter()
