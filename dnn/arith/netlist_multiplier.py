@@ -163,4 +163,3 @@ def product_sums_torch(program, qx, qw, widths, out_bits, signed, chunk=1 << 22)
             words = torch.where(words >= (1 << (out_bits - 1)), words - (1 << out_bits), words)
         out[:, o0:o0 + o_step] = words.sum(1).t()
     return out
-
