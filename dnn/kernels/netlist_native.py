@@ -115,11 +115,7 @@ def adder_operands(lib, xq, wq, geom, bits):
     ph, pw = geom.padding
     k = wq[0].numel()
     if xq.dtype != torch.float32 or wq.dtype != torch.float32:  # float64 values past 2^24 would round in float32
-        from dnn.kernels.netlist_torch import broadcast_planes
-        mask = (1 << bits) - 1
-        patterns = torch.nn.functional.pad((-xq.to(torch.int64)) & mask, (pw, pw, ph, ph)).to(torch.int32)
-        planes = broadcast_planes(wq.reshape(o, k).to(torch.int64) & mask, bits).permute(1, 2, 0)
-        return patterns.contiguous(), planes.contiguous()
+        return _patterns(-xq.to(torch.int64), bits, (pw, pw, ph, ph)), _weight_planes(wq, bits)
     patterns = torch.empty(n, c, h + 2 * ph, w + 2 * pw, dtype=torch.int32)
     planes = torch.empty(o, k, bits, dtype=torch.int64)
     x, wf = xq.contiguous(), wq.reshape(o, k).contiguous()
@@ -184,9 +180,10 @@ def _patterns(q, bits, pad=None, value=0):
 
 
 def _weight_planes(qw, bits):
-    """(O, K, bits) words 0 or ~0: bit i of the weight qw[o, k] (qw (O, ...) flattened per filter)."""
-    w = qw.reshape(qw.shape[0], -1, 1).to(torch.int64)
-    return ((w >> torch.arange(bits, dtype=torch.int64)) & 1).neg_()
+    """(O, K, bits) words 0 or ~0: bit i of the weight qw[o, k] (qw (O, ...) flattened per filter), the layout the
+    kernels read (`broadcast_planes`, filter-major)."""
+    from dnn.kernels.netlist_torch import broadcast_planes
+    return broadcast_planes(qw.reshape(qw.shape[0], -1).to(torch.int64), bits).permute(1, 2, 0).contiguous()
 
 
 def mult_conv(program, qx, qw, geom, groups, widths, out_bits, signed, x_pad=0, fold=None):
