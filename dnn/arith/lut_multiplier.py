@@ -166,7 +166,7 @@ def _check_lut_reading(lut, mode, source, samples=256):
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(0, 1 << wa, (samples,), generator=gen)
     b = torch.randint(0, 1 << wb, (samples,), generator=gen)
-    p = torch.as_tensor(np.asarray(lut.table, dtype=np.int64))[a, b] & ((1 << outs) - 1)
+    p = torch.from_numpy(np.asarray(lut.table)[a.numpy(), b.numpy()].astype(np.int64)) & ((1 << outs) - 1)
     check_product_reading(a, b, p, (wa, wb), outs, mode, source,
                           f"make the table again {'without' if lut.signed else 'with'} `axnet simulate --signed`")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from circuits.errors import AxnetError
-from dnn.arith.lut_multiplier import check_product_reading
+from dnn.arith.lut_multiplier import as_signed, check_product_reading
 from dnn.arith.netlist_circuit import TwoOperandCircuit
 from dnn.kernels import netlist_torch
 from dnn.kernels import triton as triton_kernels
@@ -160,6 +160,6 @@ def product_sums_torch(program, qx, qw, widths, out_bits, signed, chunk=1 << 22)
         planes = netlist_torch.run_program(program, [*x_planes, *w_planes[:, o0:o0 + o_step]])
         words = netlist_torch.unpack_planes(torch.stack(torch.broadcast_tensors(*planes)), m)  # o, K, M
         if signed:
-            words = torch.where(words >= (1 << (out_bits - 1)), words - (1 << out_bits), words)
+            words = as_signed(words, out_bits)
         out[:, o0:o0 + o_step] = words.sum(1).t()
     return out
