@@ -150,12 +150,19 @@ def test_compiled_chain_is_exact_over_many_taps_and_extreme_differences(name):
 
 
 def test_torch_chain_path_without_compiled_kernels(monkeypatch):
+    from dnn.arith import cell_adder
+    from dnn.kernels import netlist_native
     monkeypatch.setattr(native_kernels, "available", lambda: False)
+    monkeypatch.setattr(netlist_native, "enabled", lambda: False)  # nor the ripple's generated netlist kernel
+    calls = []
+    monkeypatch.setattr(cell_adder, "chain_add", lambda *args: calls.append(1) or chain_add(*args))
     geom = Geometry((3, 3), (1, 2), (1, 1))
     for name, width, k in (("maj", 32, 20), ("ama1", 40, 33), ("ama4", 16, 16), ("exact", 20, 0)):
         adder = CellAdder(name, k, width)
         x, w = operands(width, (2, 3, 6, 7), (4, 3, 3, 3), seed=width)
+        calls.clear()
         assert torch.equal(adder.abs_sums(x, w, geom), adder.pairwise_sums(x, w, geom))
+        assert calls, (name, width, k)  # the word chain in torch served
 
 
 @pytest.mark.parametrize("name, k, width", [("maj", 9, 32), ("ama2", 32, 32), ("ama3", 0, 16), ("ama5", 20, 31)])

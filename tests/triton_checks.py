@@ -397,18 +397,27 @@ def check_accumulate_adder_layer():
 def check_cell_adder_layer():
     """A 16-bit ripple with 4 approximate cells (CellAdder, beyond its table) on the generated Triton adder kernel:
     the layer's dispatch reaches it, and it equals the word-level chain and the chained-table ripple in torch."""
-    from dnn.arith.cell_adder import CellAdder
+    from dnn.arith.cell_adder import CellAdder, chain_add
+    from dnn.kernels import native, netlist_native
     from dnn.kernels.triton import netlist
     gen = _gen(16)
-    for cell in ("maj", "ama2"):
-        adder = CellAdder(cell, 4, 16)
-        for geom, shape in GEOMETRIES[:2]:
-            xq = torch.randint(-adder.qmax, adder.qmax + 1, shape, generator=gen).float()
-            wq = torch.randint(-adder.qmax, adder.qmax + 1, (5, shape[1], *geom.kernel), generator=gen).float()
-            with _Counting(netlist, ["adder_abs_sums"]) as count:
-                got = adder.abs_sums(xq, wq, geom)
-            assert count.calls == {"adder_abs_sums": 1}, f"{cell}: dispatch did not reach Triton"
-            assert torch.equal(got, adder.pairwise_sums(xq, wq, geom)), f"{cell}: not the ripple"
+    saved = native.available, netlist_native.enabled
+    native.available = netlist_native.enabled = lambda: False  # the compiled CPU kernels off: Triton serves (forced)
+    try:
+        for cell in ("maj", "ama2"):
+            adder = CellAdder(cell, 4, 16)
+            for geom, shape in GEOMETRIES[:2]:
+                xq = torch.randint(-adder.qmax, adder.qmax + 1, shape, generator=gen).float()
+                wq = torch.randint(-adder.qmax, adder.qmax + 1, (5, shape[1], *geom.kernel), generator=gen).float()
+                with _Counting(netlist, ["adder_abs_sums"]) as count:
+                    got = adder.abs_sums(xq, wq, geom)
+                assert count.calls == {"adder_abs_sums": 1}, f"{cell}: dispatch did not reach Triton"
+                assert torch.equal(got, adder.pairwise_sums(xq, wq, geom)), f"{cell}: not the ripple"
+                if adder.masks is not None:
+                    chained = adder.pairwise_sums(xq, wq, geom, lambda a, b: chain_add(a, b, adder.masks, 16))
+                    assert torch.equal(got, chained), f"{cell}: not the word chain"
+    finally:
+        native.available, netlist_native.enabled = saved
 
 
 def check_netlist_adder_layer():

@@ -11,7 +11,6 @@ import torch
 from circuits.errors import AxnetError
 from dnn.arith.base import ELEMENTWISE_CHUNK, MAX_LUT_BITS, ExactInt, _signed, _TableAdder
 from dnn.kernels import native as native_kernels
-from dnn.kernels import triton as triton_kernels
 
 
 def ripple_tables(rows, bits):
@@ -158,14 +157,13 @@ class CellAdder(_TableAdder):
     def abs_sums(self, xq, wq, geom):
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
-        if self.bits <= 32 and triton_kernels.use(xq, wq):  # CUDA: the ripple as one generated Triton kernel
-            from dnn.kernels.triton import netlist as triton_netlist
-            return triton_netlist.adder_abs_sums(self.ripple_program(), xq, wq, geom, self.bits).double()
-        if self.masks is not None:
-            return self.chain_sums(xq, wq, geom)
-        sums = self.netlist_sums(xq, wq, geom)
+        sums = self.chain_sums(xq, wq, geom) if self.masks is not None else None  # the compiled word chain
+        if sums is None:
+            sums = self.netlist_sums(xq, wq, geom)  # the ripple on a generated kernel: C on CPU, Triton on CUDA
         if sums is not None:
             return sums.double()
+        if self.masks is not None:  # the word chain in torch
+            return self.pairwise_sums(xq, wq, geom, lambda a, b: chain_add(a, b, self.masks, self.bits))
         if self.approx_bits == 0:  # exact addition, and the operand range rules out overflow: |w - x| exactly
             return ExactInt(self.bits).abs_sums(xq, wq, geom)
         if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
@@ -173,11 +171,12 @@ class CellAdder(_TableAdder):
         return self.pairwise_sums(xq, wq, geom)
 
     def netlist_sums(self, xq, wq, geom):
-        """The sums on the compiled netlist kernel (the ripple as a bit-sliced circuit), or None where it cannot run."""
-        from dnn.kernels import netlist_native
-        if not (self.bits <= 32 and netlist_native.usable(xq, self.bits)):
+        """The sums on a generated netlist kernel (the ripple as a bit-sliced circuit: compiled C on CPU, Triton on
+        CUDA), or None where none serves."""
+        from dnn.arith.netlist_adder import kernel_abs_sums
+        if self.bits > 32:
             return None
-        return netlist_native.adder_abs_sums(self.ripple_program(), xq, wq, geom, self.bits)
+        return kernel_abs_sums(self.ripple_program(), xq, wq, geom, self.bits)
 
     def ripple_program(self):
         """The ripple of cells as a compiled two-operand circuit program (built on first use)."""
@@ -189,11 +188,12 @@ class CellAdder(_TableAdder):
         return self.program
 
     def chain_sums(self, xq, wq, geom):
-        """The sums along the monotone-carry chain: the compiled word kernel, else `chain_add` per pair in torch."""
-        if self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available():
-            masks = [m for name in ("g", "p", "s", "d") for m in self.masks[name]]
-            return native_kernels.cell_chain_forward(xq, wq, geom, masks, self.bits, self.chain_mode)
-        return self.pairwise_sums(xq, wq, geom, lambda a, b: chain_add(a, b, self.masks, self.bits))
+        """The sums along the monotone-carry chain on the compiled word kernel (csrc/cell_chain.c), or None where it
+        cannot run (not CPU, wider than 32 bits, no compiler): `chain_add` per pair in torch then serves."""
+        if not (self.bits <= 32 and xq.device.type == "cpu" and native_kernels.available()):
+            return None
+        masks = [m for name in ("g", "p", "s", "d") for m in self.masks[name]]
+        return native_kernels.cell_chain_forward(xq, wq, geom, masks, self.bits, self.chain_mode)
 
     def pairwise_sums(self, xq, wq, geom, add=None):
         """sum_k |add(w, -x)| computed for every (x, w) pair in chunks (float64, exact below 2^53); `add(a, b)` gives

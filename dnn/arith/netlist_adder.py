@@ -107,13 +107,7 @@ class NetlistAdder(_TableAdder):
         """sum_k |C(w, -x)| exactly (float32 below 2^24, else float64)."""
         if self.diff is not None:
             return super().abs_sums(xq, wq, geom)
-        from dnn.kernels import netlist_native
-        sums = None
-        if netlist_native.usable(xq, self.bits):
-            sums = netlist_native.adder_abs_sums(self.program, xq, wq, geom, self.bits)
-        if sums is None and triton_kernels.use(xq, wq):  # CUDA: one generated Triton kernel per circuit
-            from dnn.kernels.triton import netlist as triton_netlist
-            sums = triton_netlist.adder_abs_sums(self.program, xq, wq, geom, self.bits)
+        sums = kernel_abs_sums(self.program, xq, wq, geom, self.bits)
         if sums is None:
             sums = self.pairwise_sums(xq, wq, geom)
         bound = (1 << (self.bits - 1)) * wq[0].numel()
@@ -173,6 +167,20 @@ class NetlistAdder(_TableAdder):
                 grad_w[o0:o0 + o_step] += (gi * (-d * slope_w)).sum(3)[0]
         grad_x = geom.fold(grad_cols, *xq.shape[2:]) if needs[0] else None
         return grad_x, (grad_w.reshape(wq.shape) if needs[1] else None)
+
+
+def kernel_abs_sums(program, xq, wq, geom, bits):
+    """sum_k |C(w, -x)| (int64) on a generated kernel of the adder program: compiled C on CPU, Triton on CUDA; None
+    where neither serves (no compiler, native code off, another device), and the caller's torch path runs."""
+    from dnn.kernels import netlist_native
+    if netlist_native.usable(xq, bits):
+        sums = netlist_native.adder_abs_sums(program, xq, wq, geom, bits)
+        if sums is not None:
+            return sums
+    if triton_kernels.use(xq, wq):  # CUDA: one generated Triton kernel per circuit
+        from dnn.kernels.triton import netlist as triton_netlist
+        return triton_netlist.adder_abs_sums(program, xq, wq, geom, bits)
+    return None
 
 
 def evaluate_pairs(program, a, b, bits):
