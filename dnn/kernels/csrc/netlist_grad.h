@@ -114,6 +114,7 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
         long base[NL_GROUP], gofs[NL_GROUP], cofs[NL_GROUP];
         int run[64];
         int32_t val[NL_GROUP], hq[NL_GROUP];
+        int64_t jq[NL_GROUP]; /* a lane's clamped position on the axis, for its window */
         float denc[NL_GROUP];
         nlf gacc[64];
         float *gt = (float *)malloc(sizeof(float) * (long)O * NL_GROUP);
@@ -148,6 +149,7 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                     for (int q = 0; q < NL_GROUP; q++) {
                         int64_t j = (int64_t)val[q] + qmax;
                         j = j < 0 ? 0 : j > size - 1 ? size - 1 : j;
+                        jq[q] = j;
                         int64_t h = j - 1 < size - 2 - j ? j - 1 : size - 2 - j;
                         h = h > hw ? hw : h;
                         h = (j == 0 || j == size - 1) ? -1 : h;
@@ -166,9 +168,8 @@ void nl_adder_diff_backward(const uint32_t *bp, const uint32_t *wv, const uint32
                 } else {
                     for (int t = 0; t < 4; t++) {
                         for (int q = 0; q < NL_GROUP; q++) {
-                            int64_t j = (int64_t)val[q] + qmax, pos;
-                            j = j < 0 ? 0 : j > size - 1 ? size - 1 : j;
-                            const int64_t h = hq[q];
+                            const int64_t j = jq[q], h = hq[q];
+                            int64_t pos;
                             if (h >= 0) pos = t == 0 ? j + h + 1 : t == 1 ? j + h : t == 2 ? j - h : j - h - 1;
                             else if (j == 0) pos = t < 2 ? 1 : 0;
                             else pos = t < 2 ? size - 1 : size - 2;
