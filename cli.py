@@ -543,11 +543,16 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
 
 @main.command("retrain")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--circuit", required=True, type=click.Path(dir_okay=False), metavar="FILE.blif|LUT.npz",
-              help="The approximate adder: a BLIF netlist (simulated here) or a LUT file.")
-@click.option("--grad", type=click.Choice(["lut", "ste"]), default="lut", show_default=True,
-              help="Backward through the circuit: windowed-difference gradient LUT or straight-through.")
+@click.option("--circuit", type=click.Path(dir_okay=False), metavar="FILE.blif|LUT.npz",
+              help="The approximate adder: a BLIF netlist (simulated here; a netlist too wide for a table is "
+                   "evaluated per pair) or a LUT file.")
+@click.option("--grad", type=click.Choice(["lut", "ste"]), default=None,
+              help="Backward through the circuit: windowed-difference gradient LUT or straight-through. "
+                   "[default: lut]")
 @click.option("--half-window", type=click.IntRange(0, None), default=None, help="Gradient-LUT half window W.")
+@click.option("--arith", "arith_text", default=None, metavar="SPEC",
+              help="Instead of --circuit/--grad/--half-window, as in eval: lut:PATH[:grad=lut|ste][:w=W], or "
+                   "circuit:FILE[:grad=ste|diff][:w=W] (the netlist evaluated per pair at any width).")
 @click.option("--epochs", type=click.IntRange(1, None), default=5, show_default=True, help="Retraining epochs.")
 @click.option("--lr", type=FINITE, default=0.01, show_default=True, help="Initial retraining learning rate.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch size.")
@@ -564,15 +569,17 @@ def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec
               help="Use only the first N test images (0 = the whole test set, whatever the run trained with).")
 @click.option("--accum", "accum_text", default=None, metavar="SPEC", help=ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-def retrain_cmd(checkpoint, circuit, grad, half_window, epochs, lr, batch_size, seed, seeds, compare_ste, out_dir,
-                resume, overwrite, limit_test, accum_text, as_json):
+def retrain_cmd(checkpoint, circuit, grad, half_window, arith_text, epochs, lr, batch_size, seed, seeds, compare_ste,
+                out_dir, resume, overwrite, limit_test, accum_text, as_json):
     """Approximation-aware retraining through a circuit; prints the before/after accuracy table."""
     from dnn.workflow import markdown_table, run_retrain
+    from dnn.workflow.retrain import retrain_target
 
+    circuit, grad, half_window, netlist = retrain_target(circuit, grad, half_window, arith_text)
     result = run_retrain(checkpoint, circuit, grad=grad, half_window=half_window, epochs=epochs,
                          compare_ste=compare_ste, out_dir=out_dir, lr=lr, batch_size=batch_size, seed=seed,
                          seeds=seeds, resume=resume, overwrite=overwrite, test_limit=limit_test,
-                         accum_text=accum_text)
+                         accum_text=accum_text, netlist=netlist)
     if as_json:
         echo_json(result)
     else:

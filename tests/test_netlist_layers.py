@@ -274,6 +274,42 @@ def test_retrain_through_a_wide_netlist(tiny_checkpoint, tmp_path):
     assert "grad=diff" in rows[-1]["arith"] and "grad=ste" in rows[2]["arith"]
 
 
+def _retrain_rows(checkpoint, out, *options):
+    r = CliRunner().invoke(main, ["retrain", str(checkpoint), *options, "--epochs", "1", "--batch-size", "16",
+                                  "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["rows"]
+
+
+def test_retrain_arith_spec_takes_the_netlist_of_a_narrow_adder(tiny_checkpoint, tmp_path):
+    """--arith circuit:FILE:w=W retrains through the netlist itself even where a table would fit: its rows before
+    retraining equal those of the table path (--circuit FILE, bit-exact forward), and it trains with grad=diff."""
+    path = tmp_path / "loa8.blif"
+    write_blif(loa_adder(8, 3), path)
+    table = _retrain_rows(tiny_checkpoint, tmp_path / "t", "--circuit", str(path), "--half-window", "1")
+    netlist = _retrain_rows(tiny_checkpoint, tmp_path / "n", "--arith", f"circuit:{path}:w=1", "--compare-ste")
+    assert [r["accuracy"] for r in netlist[:4]] == [r["accuracy"] for r in table[:4]]
+    assert "netlist" in netlist[2]["arith"] and "netlist" not in table[2]["arith"]
+    assert "grad=diff" in netlist[4]["arith"] and "grad=ste" in netlist[5]["arith"]
+    lut = _retrain_rows(tiny_checkpoint, tmp_path / "l", "--arith", f"lut:{path}:grad=ste")
+    assert "grad=ste" in lut[4]["arith"] and "netlist" not in lut[4]["arith"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--arith", "circuit:{path}", "--circuit", "{path}"], "leave out --circuit"),
+    (["--arith", "circuit:{path}:grad=lut"], "grad=lut; a circuit back-end takes grad=diff or grad=ste"),
+    (["--arith", "cell:maj:k=3"], "retrain takes lut:PATH"),
+    (["--arith", "circuit:{path}x"], "not found"),
+    ([], "--circuit FILE.blif|LUT.npz or --arith SPEC")])
+def test_retrain_arith_spec_bad_input(tiny_checkpoint, tmp_path, options, message):
+    path = tmp_path / "loa8.blif"
+    write_blif(loa_adder(8, 3), path)
+    r = CliRunner().invoke(main, ["retrain", str(tiny_checkpoint), *[o.format(path=path) for o in options],
+                                  "--out", str(tmp_path / "rt")])
+    assert r.exit_code == 2 and message in r.output and r.output.count("\n") == 1, r.output
+    assert not (tmp_path / "rt" / "retrain.json").exists()
+
+
 @pytest.mark.parametrize("geometry, shape", [(((3, 3), (1, 1), (1, 1)), (3, 2, 17, 13)),
                                              (((3, 2), (2, 1), (0, 2), (2, 1)), (2, 3, 21, 11))])
 def test_compiled_diff_backward_over_several_tiles(geometry, shape):

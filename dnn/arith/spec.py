@@ -41,6 +41,25 @@ def _path_and_options(rest, keys):
     return ":".join(parts[:len(parts) - tail]), parts[len(parts) - tail:]
 
 
+def adder_file_spec(text):
+    """(kind, path, grad, half window) of an adder spec naming a file, lut:PATH[:grad=lut|ste][:w=W] or
+    circuit:FILE[:grad=ste|diff][:w=W], with parse_arith's defaults (a window alone asks for its gradient, else
+    ste); (None, None, None, None) for the other kinds."""
+    text = str(text).strip()
+    kind, _, rest = text.partition(":")
+    if kind not in ("lut", "circuit") or not rest:
+        return None, None, None, None
+    path, parts = _path_and_options(rest, ("grad", "w"))
+    options = _options(parts, text, ("grad", "w"))
+    half_window = _int_option(options, "w", text, default=-1)
+    half_window = None if half_window == -1 else half_window
+    windowed = "lut" if kind == "lut" else "diff"
+    grad = options.get("grad", windowed if half_window is not None else "ste")
+    if grad not in (windowed, "ste"):
+        raise AxnetError(f"--arith '{text}': grad={grad}; a {kind} back-end takes grad={windowed} or grad=ste")
+    return kind, path, grad, half_window
+
+
 def parse_arith(text):
     """A back-end from a CLI string: float | exact:BITS | lut:PATH[:grad=lut|ste][:w=W] | cell:NAME:k=K[:width=W]
     | circuit:FILE[:grad=ste|diff][:w=W] (a .blif/.pla adder netlist of 3 to 32 bits, evaluated per pair).
@@ -57,26 +76,16 @@ def parse_arith(text):
         except ValueError:
             raise AxnetError(f"--arith '{text}': expected exact:BITS, e.g. exact:8") from None
     if kind == "lut" and rest:
-        parts = rest.split(":")
-        tail = 0
-        while tail < len(parts) - 1 and parts[-1 - tail].partition("=")[0] in ("grad", "w"):
-            tail += 1
-        path = ":".join(parts[:len(parts) - tail])
-        options = _options(parts[len(parts) - tail:], text, ("grad", "w"))
-        half_window = _int_option(options, "w", text, default=-1)
-        return LutAdder(path, grad=options.get("grad", "lut" if "w" in options else "ste"),
-                        half_window=None if half_window == -1 else half_window)
+        _, path, grad, half_window = adder_file_spec(text)
+        return LutAdder(path, grad=grad, half_window=half_window)
     if kind == "cell" and rest:
         name, *parts = rest.split(":")
         options = _options(parts, text, ("k", "width", "grad"))
         return CellAdder(name, approx_bits=_int_option(options, "k", text),
                          width=_int_option(options, "width", text, default=32), grad=options.get("grad", "ste"))
     if kind == "circuit" and rest:
-        path, parts = _path_and_options(rest, ("grad", "w"))
-        options = _options(parts, text, ("grad", "w"))
-        half_window = _int_option(options, "w", text, default=-1)
-        return NetlistAdder(path, grad=options.get("grad", "diff" if "w" in options else "ste"),
-                            half_window=None if half_window == -1 else half_window)
+        _, path, grad, half_window = adder_file_spec(text)
+        return NetlistAdder(path, grad=grad, half_window=half_window)
     raise AxnetError(f"--arith '{text}': expected float, exact:BITS, lut:PATH[:grad=lut|ste][:w=W], "
                      "cell:NAME:k=K[:width=W] or circuit:FILE[:grad=ste|diff][:w=W]")
 

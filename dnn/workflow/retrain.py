@@ -45,6 +45,26 @@ def wide_netlist_adder(path):
     return NetlistAdder(path) if max(widths) > MAX_LUT_BITS else None
 
 
+def retrain_target(circuit=None, grad=None, half_window=None, arith=None):
+    """(circuit path, grad lut|ste, half window, per-pair netlist?) from retrain's --circuit/--grad/--half-window or
+    from --arith as in `axnet eval`: lut:PATH[:grad=lut|ste][:w=W] retrains through the table,
+    circuit:FILE[:grad=ste|diff][:w=W] through the netlist itself at any width (diff: the gradient LUT's slopes taken
+    on the fly, so it fills the gradient-LUT stage)."""
+    if arith is None:
+        if circuit is None:
+            raise AxnetError("give the circuit to retrain through: --circuit FILE.blif|LUT.npz or --arith SPEC")
+        return circuit, grad or "lut", half_window, False
+    if circuit is not None or grad is not None or half_window is not None:
+        raise AxnetError(f"--arith '{arith}' already names the circuit, its gradient and window: leave out --circuit, "
+                         "--grad and --half-window")
+    from dnn.arith.spec import adder_file_spec
+    kind, path, grad, half_window = adder_file_spec(arith)
+    if kind is None:
+        raise AxnetError(f"--arith '{arith}': retrain takes lut:PATH[:grad=lut|ste][:w=W] or "
+                         "circuit:FILE[:grad=ste|diff][:w=W]")
+    return path, "lut" if grad == "diff" else grad, half_window, kind == "circuit"
+
+
 def lut_width(lut):
     """The operand width n of an adder LUT (both operands must have it)."""
     widths = {w for _, w in lut.operands}
@@ -88,9 +108,11 @@ RETRAIN_DEFAULTS = dict(lr=0.01, batch_size=64)  # retraining keeps the AdderNet
 
 def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, compare_ste=False, out_dir="runs/retrain",
                 lr=None, batch_size=None, seed=0, data_spec=None, train_limit=0, test_limit=0, show=True,
-                resume=False, seeds=1, overwrite=False, accum_text=None):
+                resume=False, seeds=1, overwrite=False, accum_text=None, netlist=False):
     """Approximation-aware retraining from a float checkpoint; returns the table rows (also written as JSON/md).
     With `accum_text` (an --accum spec) every integer row and the retraining also sum through that accumulator.
+    With `netlist` a .blif/.pla `circuit` is evaluated per pair as a netlist (`NetlistAdder`) whatever its width;
+    without, only circuits too wide for a table are.
 
     Rows: float, quantized exact (ExactInt(n) for an n-bit LUT adder), the circuit before retraining, after
     retraining with `grad`, and with `compare_ste` after STE retraining from the same start. With `seeds` > 1 each
@@ -105,7 +127,7 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
         raise AxnetError(f"--seeds {seeds}: expected at least 1 retraining run per method")
     check_retrain_dir(out_dir, resume, overwrite)
     ckpt = load_checkpoint(ckpt_path)
-    wide = wide_netlist_adder(circuit)
+    wide = NetlistAdder(circuit) if netlist else wide_netlist_adder(circuit)
     if wide is None:
         lut = load_circuit_lut(circuit)
         n = lut_width(lut)
@@ -113,7 +135,7 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
             raise AxnetError("--grad lut needs --half-window W (or a gradient LUT file from `axnet gradlut`)")
         note = half_window_note(lut, grad, half_window)
         before = LutAdder(lut, grad="ste")
-    else:  # too wide for a table: the netlist itself, its gradient LUT's slopes taken on the fly (grad=diff)
+    else:  # the netlist itself (asked for, or too wide for a table), the gradient LUT's slopes taken on the fly
         n, note, before = wide.bits, None, wide
     if note and show:
         tqdm.write(f"axnet: note: {note}", file=sys.stderr)
