@@ -504,12 +504,19 @@ def eval_cmd(checkpoint, arith_texts, data_spec, limit_test, mult_texts, accum_t
               help="--target accum: the subtraction's arithmetic (as in eval).")
 @click.option("--accum", "accum_text", default=None, metavar="SPEC", help="--target adder: " + ACCUM_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def sweep_cmd(checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, target, scheme, order, arith_text,
-              accum_text, as_json):
+@click.pass_context
+def sweep_cmd(ctx, checkpoint, cell, width, bits_text, limit_test, out_dir, data_spec, target, scheme, order,
+              arith_text, accum_text, as_json):
     """Accuracy against the number of approximate low bits of a cell adder (the seed-000 study), or of the
     accumulator (--target accum)."""
     from dnn.workflow import run_sweep
 
+    other = {"adder": ("scheme", "order", "arith_text"), "accum": ("accum_text",)}[target]
+    given = [f"--{name.replace('_text', '')}" for name in other
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+    if given:  # an option of the other target would be ignored: say so rather than sweep something else
+        raise AxnetError(f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} to --target {'accum' if target == 'adder' else 'adder'} only "
+                         f"(this sweep is --target {target})")
     if target == "accum":
         from dnn.workflow.accum_sweep import run_accum_sweep
         result = run_accum_sweep(checkpoint, scheme=scheme, width=width, bits_text=bits_text, arith_text=arith_text,

@@ -77,3 +77,13 @@ def test_sweep_of_the_adder_with_an_exact_accumulator_is_the_plain_sweep(tiny_ru
     plain = json.loads(invoke(*args).stdout)
     summed = json.loads(invoke(*args, "--accum", "rca:16:k=0").stdout)
     assert summed["accum"] == "rca:16:k=0" and summed["points"] == plain["points"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--arith", "exact:8"], "--arith: applies to --target accum only (this sweep is --target adder)"),
+    (["--scheme", "eta1", "--order", "tree"], "--scheme, --order: apply to --target accum only"),
+    (["--target", "accum", "--accum", "loa:16"], "--accum: applies to --target adder only")])
+def test_sweep_refuses_the_other_targets_options(tiny_run, options, message):
+    """An option of the other target would be ignored, and the sweep would answer another question than asked."""
+    r = CliRunner().invoke(main, ["sweep", str(tiny_run / "last.pt"), *options, "--approx-bits", "0"])
+    assert r.exit_code == 2 and message in r.output and r.output.count("\n") == 1, r.output
