@@ -60,7 +60,9 @@ def test_exact_kernels_match_float64_reference(geom, n, c, o, h, w, seed):
     gw = adder_ops.l1_weight_grad(x, weight, grad_out, geom)
     torch.testing.assert_close(gw.double(), expected_gw, rtol=1e-4, atol=1e-3)
     padded_image = torch.nn.functional.pad(x, (geom.padding[1],) * 2 + (geom.padding[0],) * 2)
-    torch.testing.assert_close(adder_ops.l1_weight_grad(None, weight, grad_out, geom, padded_image=padded_image), gw)
+    # the same sums over a padded image the caller made: float32 in another order, so equal to rounding only
+    from_padded = adder_ops.l1_weight_grad(None, weight, grad_out, geom, padded_image=padded_image)
+    torch.testing.assert_close(from_padded, gw, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("width, stride, scale", [(28, 1, 1.0), (32, 1, 6.0), (45, 1, 3.0), (45, 2, 3.0)])
