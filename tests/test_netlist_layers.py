@@ -291,6 +291,8 @@ def test_retrain_arith_spec_takes_the_netlist_of_a_narrow_adder(tiny_checkpoint,
     assert [r["accuracy"] for r in netlist[:4]] == [r["accuracy"] for r in table[:4]]
     assert "netlist" in netlist[2]["arith"] and "netlist" not in table[2]["arith"]
     assert "grad=diff" in netlist[4]["arith"] and "grad=ste" in netlist[5]["arith"]
+    assert netlist[4]["row"] == "after retraining, windowed differences"
+    assert table[4]["row"] == "after retraining, gradient LUT"
     lut = _retrain_rows(tiny_checkpoint, tmp_path / "l", "--arith", f"lut:{path}:grad=ste")
     assert "grad=ste" in lut[4]["arith"] and "netlist" not in lut[4]["arith"]
 

@@ -188,7 +188,8 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
             accs.append(summary["final_test_acc"])  # the retrained model, with the scales it was trained with
             seconds.append(summary["train_seconds"])
             checkpoints.append(os.path.join(stage_dir, "last.pt"))
-        label = "after retraining, gradient LUT" if g == "lut" else "after retraining, STE"
+        windowed = "gradient LUT" if wide is None else "windowed differences"  # a netlist takes its slopes on the fly
+        label = f"after retraining, {windowed}" if g == "lut" else "after retraining, STE"
         row = {"row": label, "arith": accum_label(arith_label(arith), accum), "accuracy": statistics.fmean(accs),
                "epochs": epochs,
                "seconds": statistics.fmean(seconds), "checkpoint": checkpoints[0]}
