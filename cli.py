@@ -511,12 +511,13 @@ def sweep_cmd(ctx, checkpoint, cell, width, bits_text, limit_test, out_dir, data
     accumulator (--target accum)."""
     from dnn.workflow import run_sweep
 
-    other = {"adder": ("scheme", "order", "arith_text"), "accum": ("accum_text",)}[target]
-    given = [f"--{name.replace('_text', '')}" for name in other
+    other, only = {"adder": (("scheme", "order", "arith_text"), "accum"), "accum": (("accum_text",), "adder")}[target]
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    given = [flags[name] for name in other
              if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
     if given:  # an option of the other target would be ignored: say so rather than sweep something else
-        raise AxnetError(f"{', '.join(given)}: {'applies' if len(given) == 1 else 'apply'} to --target {'accum' if target == 'adder' else 'adder'} only "
-                         f"(this sweep is --target {target})")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise AxnetError(f"{', '.join(given)}: {verb} to --target {only} only (this sweep is --target {target})")
     if target == "accum":
         from dnn.workflow.accum_sweep import run_accum_sweep
         result = run_accum_sweep(checkpoint, scheme=scheme, width=width, bits_text=bits_text, arith_text=arith_text,

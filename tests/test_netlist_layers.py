@@ -302,6 +302,7 @@ def test_retrain_arith_spec_takes_the_netlist_of_a_narrow_adder(tiny_checkpoint,
     (["--arith", "circuit:{path}:grad=lut"], "grad=lut; a circuit back-end takes grad=diff or grad=ste"),
     (["--arith", "cell:maj:k=3"], "retrain takes lut:PATH"),
     (["--arith", "circuit:{path}x"], "not found"),
+    (["--arith", "lut:{path}:grad=lut"], "needs --half-window W (with --arith, :w=W)"),
     ([], "--circuit FILE.blif|LUT.npz or --arith SPEC")])
 def test_retrain_arith_spec_bad_input(tiny_checkpoint, tmp_path, options, message):
     path = tmp_path / "loa8.blif"

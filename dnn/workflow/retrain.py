@@ -132,7 +132,8 @@ def run_retrain(ckpt_path, circuit, grad="lut", half_window=None, epochs=5, comp
         lut = load_circuit_lut(circuit)
         n = lut_width(lut)
         if grad == "lut" and half_window is None and lut.grads is None:
-            raise AxnetError("--grad lut needs --half-window W (or a gradient LUT file from `axnet gradlut`)")
+            raise AxnetError("--grad lut needs --half-window W (with --arith, :w=W) or a gradient LUT file from "
+                             "`axnet gradlut`")
         note = half_window_note(lut, grad, half_window)
         before = LutAdder(lut, grad="ste")
     else:  # the netlist itself (asked for, or too wide for a table), the gradient LUT's slopes taken on the fly
